@@ -1,0 +1,34 @@
+"""The one JSON codec (orjson) for topics, HTTP bodies and ClickHouse JSON columns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from pydantic import BaseModel
+
+_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
+
+
+def dumps(value: Any) -> bytes:
+    """Serialise plain data or a pydantic model to compact JSON bytes."""
+    if isinstance(value, BaseModel):
+        return orjson.dumps(value.model_dump(mode="json", exclude_none=True), option=_OPTIONS)
+    return orjson.dumps(value, option=_OPTIONS, default=_default)
+
+
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """Parse JSON bytes; raises ``orjson.JSONDecodeError`` (a ``ValueError``) on bad input."""
+    return orjson.loads(data)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+JSONDecodeError = orjson.JSONDecodeError

@@ -1,0 +1,14 @@
+"""Logging set-up shared by every command: one line per record, level from ``MA_LOG_LEVEL``."""
+
+from __future__ import annotations
+
+import logging
+
+
+def configure(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    for noisy in ("aiokafka", "kafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

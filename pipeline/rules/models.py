@@ -1,0 +1,298 @@
+"""The rules file (``MA_CONFIG``) as typed models: sites, identity limits, scoring, triggers,
+segments and merge rules (CONTRACT §5). ``config/rules.yaml`` is a complete example.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipeline.rules.durations import Duration
+from pipeline.rules.matching import EventMatch
+
+RuleId = str
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RateLimit(_Strict):
+    """Token bucket per client IP and site: ``per_second`` sustained, ``burst`` at once."""
+
+    per_second: float = Field(default=50, gt=0)
+    burst: int = Field(default=200, ge=1)
+
+
+class Site(_Strict):
+    """A tracked site: its keys, the origins its pages run on, where bad links land."""
+
+    id: str = Field(pattern=_ID)
+    write_key: str = Field(min_length=8, description="public, in browsers")
+    server_key: str = Field(min_length=16, description="secret, for backends")
+    allowed_origins: list[str] = Field(default_factory=list)
+    fallback_url: str | None = Field(
+        default=None, description="where a bad email link lands instead of a 400 page"
+    )
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+                raise ValueError(f"{origin!r} is not an origin like https://www.example.com")
+        return value
+
+    @field_validator("fallback_url")
+    @classmethod
+    def _fallback(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s]+$", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+
+class Identity(_Strict):
+    """Fan-in limits and scanner detection (CONTRACT §3)."""
+
+    max_relinks: int = Field(default=3, ge=0, description="re-links of one cookie per period")
+    relink_period: Duration = timedelta(days=1)
+    max_cookies_per_contact: int = Field(default=20, ge=1)
+    scanner_click_seconds: float = Field(
+        default=10, ge=0, description="a click this soon after the link was issued is a scanner"
+    )
+    burst_clicks: int = Field(default=3, ge=2, description="links of one mail clicked at once")
+    burst_seconds: float = Field(default=2, gt=0)
+    scanner_user_agents: list[str] = Field(
+        default_factory=list, description="extra user-agent substrings judged automated"
+    )
+    scanner_networks: list[str] = Field(
+        default_factory=list, description="extra CIDR ranges judged automated"
+    )
+
+
+class Cap(_Strict):
+    max: int = Field(ge=1)
+    per: Duration
+
+
+class ScoringRule(_Strict):
+    """Points for events matching ``match``; ``cap`` limits how many count per period."""
+
+    id: RuleId = Field(pattern=_ID)
+    match: EventMatch
+    points: float
+    cap: Cap | None = None
+
+
+class AttributeRule(_Strict):
+    """Points while a contact attribute meets a condition (exactly one of equals/contains/in)."""
+
+    id: RuleId = Field(pattern=_ID)
+    field: str = Field(min_length=1)
+    equals: str | int | float | bool | None = None
+    contains: str | None = None
+    in_: list[str | int | float | bool] | None = Field(default=None, alias="in")
+    points: float
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> AttributeRule:
+        given = [c for c in ("equals", "contains", "in_") if getattr(self, c) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of equals, contains, in")
+        return self
+
+
+class Lifecycle(_Strict):
+    mql: float = 50
+    sql: float = 100
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Lifecycle:
+        if self.sql < self.mql:
+            raise ValueError("sql threshold must be at least the mql threshold")
+        return self
+
+
+class Scoring(_Strict):
+    half_life: Duration | None = Field(default=None, description="decay; none means no decay")
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle)
+    rules: list[ScoringRule] = Field(default_factory=list)
+    attributes: list[AttributeRule] = Field(default_factory=list)
+
+
+class CountCondition(_Strict):
+    """``at_least`` matching events ``within`` a sliding window."""
+
+    match: EventMatch
+    at_least: int = Field(ge=1)
+    within: Duration
+
+
+class When(_Strict):
+    """What makes a trigger fire: exactly one of ``event``, ``count``, ``score_at_least``."""
+
+    event: EventMatch | None = None
+    count: CountCondition | None = None
+    score_at_least: float | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> When:
+        given = [k for k in ("event", "count", "score_at_least") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of event, count, score_at_least")
+        return self
+
+
+Requirement = Literal["identified", "anonymous", "consent_email"]
+Channel = Literal["email", "web", "sales"]
+
+
+class Suppress(_Strict):
+    crm_status: list[str] = Field(default_factory=list)
+
+
+class TriggerRule(_Strict):
+    """A trigger: when, after what delay, unless what, to which channel, how often."""
+
+    id: RuleId = Field(pattern=_ID)
+    when: When
+    delay: Duration = timedelta(0)
+    cancel_if: list[EventMatch] = Field(default_factory=list)
+    channel: Channel
+    requires: list[Requirement] = Field(default_factory=list)
+    suppress_if: Suppress = Field(default_factory=Suppress)
+    once_per: Duration | None = Field(default=None, description="none means once ever")
+
+    @field_validator("cancel_if", mode="before")
+    @classmethod
+    def _cancel_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+    @field_validator("requires", mode="before")
+    @classmethod
+    def _requires_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> TriggerRule:
+        if "identified" in self.requires and "anonymous" in self.requires:
+            raise ValueError("requires cannot hold both identified and anonymous")
+        if "anonymous" in self.requires and self.when.score_at_least is not None:
+            raise ValueError("score_at_least triggers apply to identified contacts only")
+        return self
+
+
+class Triggers(_Strict):
+    frequency_caps: dict[Channel, Cap] = Field(
+        default_factory=dict, description="per contact and channel, e.g. email: {max: 2, per: 1d}"
+    )
+    rules: list[TriggerRule] = Field(default_factory=list)
+
+
+class AttributeCondition(_Strict):
+    field: str = Field(min_length=1)
+    equals: str | int | float | bool | None = None
+    not_equals: str | int | float | bool | None = None
+    contains: str | None = None
+    in_: list[str | int | float | bool] | None = Field(default=None, alias="in")
+    exists: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> AttributeCondition:
+        keys = ("equals", "not_equals", "contains", "in_", "exists")
+        if len([k for k in keys if getattr(self, k) is not None]) != 1:
+            raise ValueError("give exactly one of equals, not_equals, contains, in, exists")
+        return self
+
+
+class BehaviourCondition(_Strict):
+    match: EventMatch
+    at_least: int = Field(default=1, ge=1)
+    within: Duration
+
+
+class ScoreRange(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class SegmentWhere(_Strict):
+    attributes: list[AttributeCondition] = Field(default_factory=list)
+    behaviour: list[BehaviourCondition] = Field(default_factory=list)
+    score: ScoreRange | None = None
+    lifecycle_stage: list[Literal["lead", "mql", "sql"]] | None = None
+    consent_email: bool | None = None
+    created_within: Duration | None = None
+
+
+class Segment(_Strict):
+    """A list of contacts: declarative ``where``, or raw ``sql`` with named ``params``."""
+
+    name: str = Field(pattern=_ID)
+    description: str | None = None
+    where: SegmentWhere | None = None
+    sql: str | None = None
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Segment:
+        if (self.where is None) == (self.sql is None):
+            raise ValueError("give exactly one of where, sql")
+        return self
+
+
+MergePolicy = Literal["latest"] | list[str]
+
+
+class Merge(_Strict):
+    """Per field, a source priority list (first wins) or ``latest``; empty never overwrites."""
+
+    default: MergePolicy = "latest"
+    fields: dict[str, MergePolicy] = Field(default_factory=dict)
+
+    def policy(self, field: str) -> MergePolicy:
+        return self.fields.get(field, self.default)
+
+
+class Rules(_Strict):
+    """Everything in ``MA_CONFIG``."""
+
+    sites: list[Site] = Field(default_factory=list)
+    identity: Identity = Field(default_factory=Identity)
+    scoring: Scoring = Field(default_factory=Scoring)
+    triggers: Triggers = Field(default_factory=Triggers)
+    segments: list[Segment] = Field(default_factory=list)
+    merge: Merge = Field(default_factory=Merge)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Rules:
+        for label, ids in (
+            ("sites", [s.id for s in self.sites]),
+            ("scoring.rules", [r.id for r in self.scoring.rules]),
+            ("scoring.attributes", [r.id for r in self.scoring.attributes]),
+            ("triggers.rules", [r.id for r in self.triggers.rules]),
+            ("segments", [s.name for s in self.segments]),
+        ):
+            seen: set[str] = set()
+            for item in ids:
+                if item in seen:
+                    raise ValueError(f"{label}: {item!r} appears twice; ids must be unique")
+                seen.add(item)
+        return self
+
+    def site(self, site_id: str) -> Site | None:
+        for site in self.sites:
+            if site.id == site_id:
+                return site
+        return None
+
+    def segment(self, name: str) -> Segment | None:
+        for segment in self.segments:
+            if segment.name == name:
+                return segment
+        return None

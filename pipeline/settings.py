@@ -1,0 +1,121 @@
+"""Infrastructure settings: the one settings object, read from ``MA_*`` environment variables.
+
+Business rules (sites, scoring, triggers, segments, merge rules) are not here: they live in the
+rules file named by ``MA_CONFIG`` (see ``pipeline.rules``).
+
+Every variable read (defaults in brackets):
+
+- ``MA_KAFKA_BOOTSTRAP``     Kafka bootstrap servers; unset means the local broker [unset]
+- ``MA_TOPIC_PREFIX``        prefix of every topic name [``ma.``]
+- ``MA_TOPIC_PARTITIONS``    partitions of the topics the pipeline creates [8]
+- ``MA_TOPIC_REPLICATION``   replication factor of created topics [1]
+- ``MA_CLICKHOUSE_URL``      ``chdb:///path`` or ``http(s)://user:pass@host:8123`` [``chdb://./data/clickhouse``]
+- ``MA_CLICKHOUSE_DATABASE`` database of the analyst tables [``ma``]
+- ``MA_CONFIG``              the rules file (YAML) [``config/rules.yaml``]
+- ``MA_DATA_DIR``            local state: broker log dirs, worker tables [``./data``]
+- ``MA_CACHE_DIR``           downloaded Kafka jars [``./.cache``]
+- ``MA_HTTP_HOST``, ``MA_HTTP_PORT``   collector bind address [``127.0.0.1``, 8080]
+- ``MA_WORKER_WEB_PORT``     the worker's HTTP port (profile state, analyst queries) [6066]
+- ``MA_APP_ID``              Faust application id and consumer-group prefix [``ma-pipeline``]
+- ``MA_STORE``               Faust table store, ``rocksdb://`` or ``memory://`` [``rocksdb://``]
+- ``MA_LINK_SECRETS``        signing keys for email links, ``kid:secret,kid:secret``; the first
+                             signs, all verify [a development key; set it in production]
+- ``MA_KAFKA_VERSION``       Apache Kafka version the local broker fetches [4.1.1]
+- ``MA_BROKER_PORT``, ``MA_BROKER_CONTROLLER_PORT``  local broker ports [9092, 9093]
+- ``MA_BROKER_HEAP``         local broker JVM heap [``512m``]
+- ``MA_LOG_LEVEL``           ``debug``, ``info``, ``warning``, ``error`` [``info``]
+
+Example::
+
+    settings = Settings(kafka_bootstrap="127.0.0.1:9092")
+    settings.topic("events")  # 'ma.events'
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_LINK_SECRET = "dev:change-me-this-is-the-development-link-secret"
+
+
+class Settings(BaseSettings):
+    """Infrastructure configuration, immutable once read."""
+
+    model_config = SettingsConfigDict(env_prefix="MA_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str | None = None
+    topic_prefix: str = "ma."
+    topic_partitions: int = Field(default=8, ge=1, le=1024)
+    topic_replication: int = Field(default=1, ge=1, le=16)
+    clickhouse_url: str = "chdb://./data/clickhouse"
+    clickhouse_database: str = Field(default="ma", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    config: Path = Path("config/rules.yaml")
+    data_dir: Path = Path("data")
+    cache_dir: Path = Path(".cache")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    worker_web_port: int = Field(default=6066, ge=0, le=65535)
+    app_id: str = "ma-pipeline"
+    store: str = "rocksdb://"
+    link_secrets: SecretStr = SecretStr(DEV_LINK_SECRET)
+    kafka_version: str = "4.1.1"
+    broker_port: int = Field(default=9092, ge=1, le=65535)
+    broker_controller_port: int = Field(default=9093, ge=1, le=65535)
+    broker_heap: str = Field(default="512m", pattern=r"^[0-9]+[kmgKMG]$")
+    log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_a_topic_name(cls, value: str) -> str:
+        if value and not all(c.isalnum() or c in "._-" for c in value):
+            raise ValueError("may only contain letters, digits, '.', '_' and '-'")
+        return value
+
+    @property
+    def bootstrap(self) -> str:
+        """Bootstrap servers to use: ``MA_KAFKA_BOOTSTRAP`` or the local broker's address."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def uses_local_broker(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    def topic(self, name: str) -> str:
+        """The full name of a topic, e.g. ``events`` → ``ma.events``."""
+        return f"{self.topic_prefix}{name}"
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``MA_*`` variables, to hand to a child process."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"MA_{name.upper()}"] = str(value)
+        return env
+
+    @cached_property
+    def link_keys(self) -> dict[str, bytes]:
+        """Link-signing secrets by key id, the signing key first."""
+        return parse_link_secrets(self.link_secrets.get_secret_value())
+
+
+def parse_link_secrets(text: str) -> dict[str, bytes]:
+    """Parse ``kid:secret,kid:secret``; the first pair is the one that signs new links."""
+    keys: dict[str, bytes] = {}
+    for index, part in enumerate(p for p in text.split(",") if p.strip()):
+        kid, sep, secret = part.strip().partition(":")
+        if not sep or not kid or not secret:
+            raise ValueError(f"MA_LINK_SECRETS entry {index + 1}: expected 'kid:secret'")
+        if len(secret) < 16:
+            raise ValueError(f"MA_LINK_SECRETS key {kid!r}: secret shorter than 16 characters")
+        keys[kid] = secret.encode()
+    if not keys:
+        raise ValueError("MA_LINK_SECRETS: at least one 'kid:secret' is required")
+    return keys
