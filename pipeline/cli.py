@@ -101,6 +101,27 @@ def topics(ctx: click.Context) -> None:
     click.echo(f"created: {', '.join(created)}" if created else "all topics exist")
 
 
+# -- services ----------------------------------------------------------------------------------
+@main.command()
+@click.pass_context
+def collector(ctx: click.Context) -> None:
+    """Run the HTTP collector (MA_HTTP_HOST:MA_HTTP_PORT)."""
+    from pipeline.collect.server import serve
+
+    settings = _settings(ctx)
+    _run(ensure_topics(settings))
+    _run(serve(settings))
+
+
+@main.command()
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run the Faust worker: stitching, scoring, triggers (and the ClickHouse sink)."""
+    from pipeline.worker.main import run_worker
+
+    run_worker(_settings(ctx))
+
+
 def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 

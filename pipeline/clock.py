@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 
@@ -27,6 +28,39 @@ class SystemClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self.offset
+
+
+class FileClock:
+    """Wall-clock time shifted by the number of seconds written in a file (``MA_CLOCK_FILE``).
+
+    Lets tests (and demos) move a running pipeline through days: every process pointed at the
+    same file sees the same shifted time. A missing or unreadable file means no shift.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = timedelta(0)
+        self._checked = 0.0
+
+    def now(self) -> datetime:
+        moment = time.monotonic()
+        if moment - self._checked > 0.05:
+            self._checked = moment
+            try:
+                self._offset = timedelta(seconds=float(self.path.read_text().strip() or 0))
+            except (OSError, ValueError):
+                self._offset = timedelta(0)
+        return datetime.now(UTC) + self._offset
+
+    def shift(self, by: timedelta) -> None:
+        """Move time forward by ``by`` for every process reading this file."""
+        current = self._offset.total_seconds()
+        try:
+            current = float(self.path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            pass
+        self.path.write_text(str(current + by.total_seconds()))
+        self._checked = 0.0
 
 
 class FrozenClock:

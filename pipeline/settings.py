@@ -15,6 +15,8 @@ Every variable read (defaults in brackets):
 - ``MA_DATA_DIR``            local state: broker log dirs, worker tables [``./data``]
 - ``MA_CACHE_DIR``           downloaded Kafka jars [``./.cache``]
 - ``MA_HTTP_HOST``, ``MA_HTTP_PORT``   collector bind address [``127.0.0.1``, 8080]
+- ``MA_TRUST_FORWARDED``     take the client IP from ``X-Forwarded-For`` (behind a proxy) [false]
+- ``MA_PUBLIC_URL``          the collector's public base URL, for signed links [``http://127.0.0.1:8080``]
 - ``MA_WORKER_WEB_PORT``     the worker's HTTP port (profile state, analyst queries) [6066]
 - ``MA_APP_ID``              Faust application id and consumer-group prefix [``ma-pipeline``]
 - ``MA_STORE``               Faust table store, ``rocksdb://`` or ``memory://`` [``rocksdb://``]
@@ -23,6 +25,7 @@ Every variable read (defaults in brackets):
 - ``MA_KAFKA_VERSION``       Apache Kafka version the local broker fetches [4.1.1]
 - ``MA_BROKER_PORT``, ``MA_BROKER_CONTROLLER_PORT``  local broker ports [9092, 9093]
 - ``MA_BROKER_HEAP``         local broker JVM heap [``512m``]
+- ``MA_CLOCK_FILE``          a file holding a clock shift in seconds, for tests and demos [unset]
 - ``MA_LOG_LEVEL``           ``debug``, ``info``, ``warning``, ``error`` [``info``]
 
 Example::
@@ -38,6 +41,8 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.clock import Clock, FileClock, SystemClock
 
 DEV_LINK_SECRET = "dev:change-me-this-is-the-development-link-secret"
 
@@ -58,6 +63,8 @@ class Settings(BaseSettings):
     cache_dir: Path = Path(".cache")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    trust_forwarded: bool = False
+    public_url: str = "http://127.0.0.1:8080"
     worker_web_port: int = Field(default=6066, ge=0, le=65535)
     app_id: str = "ma-pipeline"
     store: str = "rocksdb://"
@@ -66,6 +73,7 @@ class Settings(BaseSettings):
     broker_port: int = Field(default=9092, ge=1, le=65535)
     broker_controller_port: int = Field(default=9093, ge=1, le=65535)
     broker_heap: str = Field(default="512m", pattern=r"^[0-9]+[kmgKMG]$")
+    clock_file: Path | None = None
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
 
     @field_validator("topic_prefix")
@@ -99,6 +107,10 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             env[f"MA_{name.upper()}"] = str(value)
         return env
+
+    def clock(self) -> Clock:
+        """The clock of this process: the system clock, or one shifted by ``MA_CLOCK_FILE``."""
+        return FileClock(self.clock_file) if self.clock_file else SystemClock()
 
     @cached_property
     def link_keys(self) -> dict[str, bytes]:

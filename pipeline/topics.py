@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -45,7 +46,10 @@ class TopicSpec:
 
 EVENTS = TopicSpec("events", "anonymous_id, else contact_id", "every accepted inbound event")
 CONTACT_UPDATES = TopicSpec(
-    "contact-updates", "contact_id", "raw contact upserts with their source", retention_ms=14 * DAY_MS
+    "contact-updates",
+    "contact_id",
+    "raw contact upserts with their source",
+    retention_ms=14 * DAY_MS,
 )
 CONTACTS = TopicSpec(
     "contacts", "contact_id", "the merged contact on every change", cleanup="compact"
@@ -76,7 +80,9 @@ def all_topics() -> tuple[TopicSpec, ...]:
     return (*PUBLIC_TOPICS, *INTERNAL_TOPICS)
 
 
-async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] | None = None) -> list[str]:
+async def ensure_topics(
+    settings: Settings, specs: tuple[TopicSpec, ...] | None = None
+) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
     specs = specs or all_topics()
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=15000)
@@ -102,7 +108,23 @@ async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] | None 
                 created.append(topic)
             elif code != TopicAlreadyExistsError.errno:  # a racing process made it: fine
                 raise KafkaError(f"cannot create topic {topic}: error {code} {message}")
+        await _wait_for_leaders(admin, created)
         log.info("created topics: %s", ", ".join(created))
         return created
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float = 15) -> None:
+    """New topics answer NotLeaderForPartition until their leaders are elected: wait for them."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while names and asyncio.get_running_loop().time() < deadline:
+        described = await admin.describe_topics(names)
+        if all(
+            topic["error_code"] == 0
+            and topic["partitions"]
+            and all(p["leader"] >= 0 for p in topic["partitions"])
+            for topic in described
+        ):
+            return
+        await asyncio.sleep(0.1)

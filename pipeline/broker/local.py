@@ -57,7 +57,9 @@ class BrokerStatus:
         if not self.running:
             return f"stopped (data in {self.data_dir})"
         state = "ready" if self.ready else "running, not ready"
-        return f"{state}: pid {self.pid}, {self.bootstrap}, data {self.data_dir}, log {self.log_file}"
+        return (
+            f"{state}: pid {self.pid}, {self.bootstrap}, data {self.data_dir}, log {self.log_file}"
+        )
 
 
 class LocalBroker:
@@ -92,9 +94,15 @@ class LocalBroker:
             raise BrokerError(MISSING_TOOLS.format(what="Maven (mvn) to fetch Kafka's jars"))
         self.libs.mkdir(parents=True, exist_ok=True)
         command = [
-            mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-            f"-Dkafka.version={self.version}", f"-DoutputDirectory={self.libs}",
-        ]  # fmt: skip
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-Dkafka.version={self.version}",
+            f"-DoutputDirectory={self.libs}",
+        ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
         if result.returncode != 0 or not list(self.libs.glob(f"kafka_2.13-{self.version}.jar")):
             raise BrokerError(
@@ -185,18 +193,27 @@ class LocalBroker:
         self.log_dirs.mkdir(parents=True, exist_ok=True)
         cluster = subprocess.run(  # noqa: S603
             self._java("kafka.tools.StorageTool", "random-uuid"),
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         cluster_id = cluster.stdout.strip().splitlines()[-1] if cluster.stdout.strip() else ""
         if cluster.returncode != 0 or not cluster_id:
             raise BrokerError(f"kafka StorageTool random-uuid failed:\n{cluster.stderr[-2000:]}")
         result = subprocess.run(  # noqa: S603
             self._java(
-                "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                "-c", str(self.server_properties), "--ignore-formatted",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.server_properties),
+                "--ignore-formatted",
             ),
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0:
             raise BrokerError(f"formatting Kafka storage failed:\n{result.stderr[-2000:]}")
 
@@ -301,7 +318,7 @@ async def wait_until_ready(bootstrap: str, timeout: float = 30.0) -> bool:
             await admin.start()
             await admin.list_topics()
             return True
-        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        except Exception:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.3)

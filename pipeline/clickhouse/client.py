@@ -100,7 +100,7 @@ class ClickHouse:
             if self._client is not None:
                 try:
                     self._client.close()
-                except Exception:  # noqa: BLE001 - the connection is already broken
+                except Exception:
                     pass
                 self._client = None
 

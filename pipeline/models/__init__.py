@@ -1,6 +1,6 @@
 """The messages of CONTRACT §2 and §4 as pydantic models; JSON Schemas in ``schemas/json/``."""
 
-from pipeline.models.contacts import Contact, ContactUpsert, ContactsRequest, ContactUpdate
+from pipeline.models.contacts import Contact, ContactsRequest, ContactUpdate, ContactUpsert
 from pipeline.models.dead_letter import DeadLetter
 from pipeline.models.events import (
     BROWSER_TYPES,

@@ -44,7 +44,10 @@ def parse_rules(text: str, filename: str = "<rules>") -> Rules:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
-        raise RulesError([f"{filename}{line}: not valid YAML: {exc.problem}"]) from exc
+        context = ""
+        if exc.context and exc.context_mark:
+            context = f" ({exc.context}, which starts on line {exc.context_mark.line + 1})"
+        raise RulesError([f"{filename}{line}: not valid YAML: {exc.problem}{context}"]) from exc
     except yaml.YAMLError as exc:
         raise RulesError([f"{filename}: not valid YAML: {exc}"]) from exc
     if data is None:

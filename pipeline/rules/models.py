@@ -4,6 +4,7 @@ segments and merge rules (CONTRACT §5). ``config/rules.yaml`` is a complete exa
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from typing import Any, Literal
@@ -73,6 +74,16 @@ class Identity(_Strict):
     scanner_networks: list[str] = Field(
         default_factory=list, description="extra CIDR ranges judged automated"
     )
+
+    @field_validator("scanner_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR range like 192.0.2.0/24") from exc
+        return value
 
 
 class Cap(_Strict):

@@ -1,0 +1,1 @@
+"""The HTTP collector: the front door for beacons, pixels, email links and contacts."""

@@ -1,0 +1,780 @@
+"""The HTTP collector (CONTRACT §2): validates what sites, backends and email recipients send,
+writes it durably to Kafka, and answers fast.
+
+Every accepted event goes to ``ma.events``; every rejected input to ``ma.dead-letter`` with a
+message a person can act on. ``/v1/batch`` answers ``200`` only after the broker acknowledged
+every record of the request (``acks=all``), ``503`` with ``Retry-After`` otherwise.
+
+Example::
+
+    collector = Collector(settings, RulesWatcher(settings.config))
+    web.run_app(collector.make_app(), port=settings.http_port)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pipeline import codec, links
+from pipeline.clock import Clock, SystemClock
+from pipeline.collect import pages
+from pipeline.collect.automation import BurstDetector, judge
+from pipeline.collect.metrics import CollectorMetrics
+from pipeline.collect.ratelimit import RateLimiter
+from pipeline.collect.validation import (
+    Rejection,
+    _is_http_url,
+    _path,
+    describe_validation_error,
+    validate_events,
+)
+from pipeline.identity import (
+    contact_id_for,
+    email_rejection,
+    is_garbage_identifier,
+    normalize_email,
+)
+from pipeline.kafka import BrokerUnavailable, JsonProducer, Record
+from pipeline.models.contacts import ContactsRequest, ContactUpsert
+from pipeline.models.events import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
+from pipeline.rules import RulesWatcher, Site
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+COOKIE = "ma_aid"
+COOKIE_MAX_AGE = 2 * 365 * 24 * 3600
+RETRY_AFTER = "5"
+MAX_CONTACTS_BYTES = 4 * 1024 * 1024
+MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
+NO_STORE = {"Cache-Control": "no-store, max-age=0"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class EnvelopeError(Exception):
+    """The request as a whole is unusable (400/401/413); ``status`` and a clear message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Collector:
+    """The collector's state: settings, rules in force, the producer, metrics, limiters."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        rules: RulesWatcher,
+        clock: Clock | None = None,
+        producer: JsonProducer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.clock = clock or SystemClock()
+        self.producer = producer or JsonProducer(settings, client_id="ma-collector")
+        self.metrics = CollectorMetrics()
+        self.limiter = RateLimiter()
+        self.bursts = BurstDetector(rules.rules.identity)
+        self.events_topic = settings.topic("events")
+        self.dead_letter_topic = settings.topic("dead-letter")
+        self.contact_updates_topic = settings.topic("contact-updates")
+        self.tag = (STATIC / "t.js").read_bytes()
+        self._background: list[asyncio.Task[None]] = []
+        self.profiles: ProfileSource | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def make_app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=MAX_CONTACTS_BYTES + 1024, middlewares=[self._observe]
+        )
+        app.router.add_get("/t.js", self.tag_js)
+        app.router.add_post("/v1/batch", self.batch)
+        app.router.add_route("OPTIONS", "/v1/batch", self.preflight)
+        app.router.add_get("/v1/p.gif", self.pixel)
+        app.router.add_get("/c/{token}", self.click)
+        app.router.add_get("/o/{token}.gif", self.email_open)
+        app.router.add_get("/u/{token}", self.unsubscribe)
+        app.router.add_post("/u/{token}", self.unsubscribe)
+        app.router.add_post("/v1/contacts", self.contacts)
+        app.router.add_get("/v1/profile", self.profile)
+        app.router.add_route("OPTIONS", "/v1/profile", self.preflight)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.prometheus)
+        app.on_startup.append(self._on_startup)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+    async def _on_startup(self, _app: web.Application) -> None:
+        await self.producer.start()
+        self._background.append(asyncio.create_task(self._watch_rules()))
+        if self.profiles is not None:
+            await self.profiles.start()
+
+    async def _on_cleanup(self, _app: web.Application) -> None:
+        for task in self._background:
+            task.cancel()
+        if self.profiles is not None:
+            await self.profiles.stop()
+        await self.producer.stop()
+
+    async def _watch_rules(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            refusals = self.rules.refusals
+            self.rules.poll()
+            if self.rules.refusals > refusals:
+                self.metrics.rules_refused.inc()
+
+    @web.middleware
+    async def _observe(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            self.metrics.requests.labels(name, str(exc.status)).inc()
+            raise
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            self.metrics.requests.labels(name, "500").inc()
+            return _json({"error": "internal error; the request was not accepted"}, 500)
+        self.metrics.requests.labels(name, str(response.status)).inc()
+        return response
+
+    # -- helpers --------------------------------------------------------------------------
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def client_ip(self, request: web.Request) -> str:
+        if self.settings.trust_forwarded:
+            forwarded = request.headers.get("X-Forwarded-For", "")
+            first = forwarded.split(",")[0].strip()
+            if first:
+                return first
+        return request.remote or ""
+
+    def dead_letter(self, source: str, error: str, payload: Any) -> Record:
+        reason = error.split(":", 1)[0] if source.endswith("batch") else error.split(" ", 1)[0]
+        self.metrics.rejected.labels(source, reason[:40]).inc()
+        value = {
+            "received_at": self.now(),
+            "source": source,
+            "error": error,
+            "payload": _bounded_payload(payload),
+        }
+        return (self.dead_letter_topic, None, codec.dumps(value))
+
+    async def deliver(self, records: list[Record]) -> None:
+        """Send and wait for every acknowledgement; count broker failures."""
+        started = time.perf_counter()
+        try:
+            await self.producer.send_all(records)
+        except BrokerUnavailable:
+            self.metrics.broker_errors.inc()
+            raise
+        self.metrics.produce_latency.observe(time.perf_counter() - started)
+
+    async def deliver_best_effort(self, records: list[Record]) -> bool:
+        """For endpoints that must answer no matter what (GIFs, redirects)."""
+        try:
+            await self.deliver(records)
+        except BrokerUnavailable:
+            log.error(
+                "broker unavailable: %d record(s) for %s not confirmed",
+                len(records),
+                records[0][0] if records else "?",
+            )
+            return False
+        return True
+
+    def cors_headers(self, request: web.Request, site: Site | None) -> dict[str, str]:
+        origin = request.headers.get("Origin")
+        if not origin:
+            return {}
+        sites = [site] if site is not None else self.rules.rules.sites
+        if any(_origin_allowed(s, origin) for s in sites):
+            return {
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Credentials": "true",
+                "Vary": "Origin",
+            }
+        return {"Vary": "Origin"}
+
+    def rate_limited(self, site: Site, request: web.Request) -> bool:
+        allowed = self.limiter.allow(
+            (site.id, self.client_ip(request)),
+            per_second=site.rate_limit.per_second,
+            burst=site.rate_limit.burst,
+            now=time.monotonic(),
+        )
+        if not allowed:
+            self.metrics.rate_limited.labels(site.id).inc()
+        return not allowed
+
+    def anonymous_id(self, request: web.Request) -> tuple[str, bool]:
+        """The cookie's anonymous_id, or a new one (and True: set the cookie)."""
+        current = request.cookies.get(COOKIE)
+        if current and not is_garbage_identifier(current) and _is_uuid(current):
+            return current, False
+        return str(uuid.uuid4()), True
+
+    def set_cookie(self, response: web.StreamResponse, request: web.Request, aid: str) -> None:
+        response.set_cookie(
+            COOKIE,
+            aid,
+            max_age=COOKIE_MAX_AGE,
+            path="/",
+            samesite="Lax",
+            secure=request.secure,
+            httponly=False,
+        )
+
+    # -- endpoints ----------------------------------------------------------------------------
+    async def tag_js(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.tag,
+            content_type="application/javascript",
+            charset="utf-8",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        headers = self.cors_headers(request, None)
+        if "Access-Control-Allow-Origin" in headers:
+            headers.update(
+                {
+                    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                    "Access-Control-Allow-Headers": "Content-Type, Authorization",
+                    "Access-Control-Max-Age": "86400",
+                }
+            )
+        return web.Response(status=204, headers=headers)
+
+    async def batch(self, request: web.Request) -> web.Response:
+        """``POST /v1/batch``: up to 100 events; each bad one rejected alone."""
+        source = "collector:/v1/batch"
+        site: Site | None = None
+        try:
+            body = await _read_limited(request, MAX_BATCH_BYTES)
+            envelope, site, trusted = self._batch_envelope(request, body)
+        except EnvelopeError as exc:
+            payload = body if exc.status != 413 else None  # type: ignore[possibly-undefined]
+            records = [self.dead_letter(source, exc.message, _decoded(payload, request))]
+            if not await self.deliver_best_effort(records) and exc.status != 413:
+                return _json(
+                    {"error": "the broker is unavailable; retry later"},
+                    503,
+                    {"Retry-After": RETRY_AFTER},
+                )
+            return _json({"error": exc.message}, exc.status, self.cors_headers(request, site))
+        cors = self.cors_headers(request, site)
+        if self.rate_limited(site, request):
+            return _json(
+                {"error": "rate limit exceeded; retry later"}, 429, {"Retry-After": "1", **cors}
+            )
+        result = validate_events(
+            envelope["events"],
+            site_id=site.id,
+            trusted=trusted,
+            received_at=self.now(),
+            user_agent=request.headers.get("User-Agent"),
+        )
+        records: list[Record] = [
+            (self.events_topic, _key(value), codec.dumps(value)) for value in result.accepted
+        ]
+        records += [self.dead_letter(source, r.error, r.payload) for r in result.rejected]
+        try:
+            await self.deliver(records)
+        except BrokerUnavailable:
+            return _json(
+                {"error": "the broker did not acknowledge; retry later"},
+                503,
+                {"Retry-After": RETRY_AFTER, **cors},
+            )
+        for value in result.accepted:
+            self.metrics.accepted.labels(site.id, value["type"]).inc()
+        return _json(
+            {
+                "accepted": len(result.accepted),
+                "rejected": [{"index": r.index, "error": r.error} for r in result.rejected],
+            },
+            200,
+            cors,
+        )
+
+    def _batch_envelope(
+        self, request: web.Request, body: bytes
+    ) -> tuple[dict[str, Any], Site, bool]:
+        try:
+            envelope = codec.loads(body)
+        except codec.JSONDecodeError as exc:
+            raise EnvelopeError(400, f"body is not valid JSON: {exc}") from exc
+        if not isinstance(envelope, dict):
+            raise EnvelopeError(400, 'body must be a JSON object {"site_id", "events": [...]}')
+        site_id = envelope.get("site_id")
+        if not isinstance(site_id, str) or not site_id:
+            raise EnvelopeError(400, "site_id: required (text)")
+        site = self.rules.rules.site(site_id)
+        if site is None:
+            raise EnvelopeError(400, f"site_id: unknown site {site_id[:100]!r}")
+        trusted = self._authenticate(request, site, envelope.get("write_key"))
+        events = envelope.get("events")
+        if not isinstance(events, list):
+            raise EnvelopeError(400, "events: required (a JSON array of event objects)")
+        if len(events) > MAX_BATCH_EVENTS:
+            raise EnvelopeError(
+                413, f"events: at most {MAX_BATCH_EVENTS} events per batch, got {len(events)}"
+            )
+        if not events:
+            raise EnvelopeError(400, "events: empty; send at least one event")
+        return envelope, site, trusted
+
+    def _authenticate(self, request: web.Request, site: Site, write_key: object) -> bool:
+        """True for a valid server key, False for a valid write key; EnvelopeError otherwise."""
+        authorization = request.headers.get("Authorization", "")
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not _same(token.strip(), site.server_key):
+                raise EnvelopeError(
+                    400, f"Authorization: not a valid server key for site {site.id!r}"
+                )
+            return True
+        if not isinstance(write_key, str) or not _same(write_key, site.write_key):
+            raise EnvelopeError(400, f"write_key: missing or wrong for site {site.id!r}")
+        origin = request.headers.get("Origin")
+        if origin and not _origin_allowed(site, origin):
+            raise EnvelopeError(400, f"Origin {origin[:200]!r} is not allowed for site {site.id!r}")
+        return False
+
+    async def pixel(self, request: web.Request) -> web.Response:
+        """``GET /v1/p.gif``: an event from a page without JavaScript; always the GIF."""
+        query = request.query
+        aid, new_cookie = self.anonymous_id(request)
+        if query.get("aid") and not is_garbage_identifier(query["aid"]):
+            aid, new_cookie = query["aid"], False
+        response = web.Response(body=pages.GIF, content_type="image/gif", headers=NO_STORE)
+        if new_cookie:
+            self.set_cookie(response, request, aid)
+        site = self.rules.rules.site(query.get("site_id", ""))
+        source = "collector:/v1/p.gif"
+        raw = dict(query)
+        if site is None or not _same(query.get("key", ""), site.write_key):
+            what = "site_id: unknown site" if site is None else "key: missing or wrong write key"
+            await self.deliver_best_effort([self.dead_letter(source, what, raw)])
+            return response
+        if self.rate_limited(site, request):
+            return response
+        event = {
+            "type": query.get("type", "page_view"),
+            "anonymous_id": aid,
+            "url": query.get("url") or request.headers.get("Referer"),
+            "referrer": query.get("ref"),
+            "title": query.get("title"),
+            "name": query.get("name"),
+        }
+        event = {k: v for k, v in event.items() if v}
+        result = validate_events(
+            [event],
+            site_id=site.id,
+            trusted=False,
+            received_at=self.now(),
+            user_agent=request.headers.get("User-Agent"),
+        )
+        records = [
+            (self.events_topic, _key(v), codec.dumps({**v, "source": "pixel"}))
+            for v in result.accepted
+        ]
+        records += [
+            self.dead_letter(source, r.error.replace("events[0]", "query"), raw)
+            for r in result.rejected
+        ]
+        if await self.deliver_best_effort(records):
+            for value in result.accepted:
+                self.metrics.accepted.labels(site.id, value["type"]).inc()
+        return response
+
+    def _verify(self, token: str, purpose: links.Purpose) -> links.LinkClaims:
+        return links.verify(token, keys=self.settings.link_keys, now=self.now(), purpose=purpose)
+
+    def _email_event(
+        self, request: web.Request, claims: links.LinkClaims, kind: str, aid: str | None
+    ) -> dict[str, Any]:
+        now = self.now()
+        reason = judge(
+            method=request.method,
+            user_agent=request.headers.get("User-Agent"),
+            ip=self.client_ip(request),
+            issued_at=claims.issued_at,
+            now=now,
+            rules=self.rules.rules.identity,
+            kind="open" if kind == "email_open" else "click",
+        )
+        if reason is None and kind == "email_click":
+            self.bursts.rules = self.rules.rules.identity
+            reason = self.bursts.observe(claims.contact_id, claims.campaign_id, claims.link_id, now)
+        event: dict[str, Any] = {
+            "event_id": str(uuid.uuid4()),
+            "type": kind,
+            "site_id": claims.site_id or "email",
+            "received_at": now,
+            "source": "email",
+            "contact_id": claims.contact_id,
+        }
+        if aid:
+            event["anonymous_id"] = aid
+        if claims.url:
+            event["url"] = claims.url
+            event["path"] = _path(claims.url)
+        if claims.campaign_id:
+            event["campaign_id"] = claims.campaign_id
+        if claims.link_id:
+            event["properties"] = {"link_id": claims.link_id}
+        if reason:
+            event["automated"] = True
+            event["automated_reason"] = reason
+            self.metrics.automated.labels(reason.split(":")[0]).inc()
+        user_agent = request.headers.get("User-Agent")
+        if user_agent:
+            event["user_agent"] = user_agent[:512]
+        return event
+
+    def _bad_token(
+        self, request: web.Request, token: str, exc: links.LinkError
+    ) -> tuple[Record, str | None]:
+        """The dead letter for a refused token, and the fallback URL of its (claimed) site."""
+        route = "/" + request.path.split("/")[1]
+        record = self.dead_letter(
+            f"collector:{route}",
+            f"{exc.reason}: {exc.message}",
+            {
+                "token": token[:1024],
+                "method": request.method,
+                "user_agent": request.headers.get("User-Agent", "")[:512],
+            },
+        )
+        site = self.rules.rules.site(_claimed_site_id(token) or "")
+        if site is None and len(self.rules.rules.sites) == 1:
+            site = self.rules.rules.sites[0]
+        return record, site.fallback_url if site is not None else None
+
+    async def click(self, request: web.Request) -> web.StreamResponse:
+        """``GET /c/{token}``: record ``email_click`` and redirect to the signed URL only."""
+        token = request.match_info["token"]
+        try:
+            claims = self._verify(token, "click")
+        except links.LinkError as exc:
+            record, fallback = self._bad_token(request, token, exc)
+            await self.deliver_best_effort([record])
+            if fallback:
+                raise web.HTTPFound(
+                    fallback, headers={**NO_STORE, "Referrer-Policy": "no-referrer"}
+                )
+            return web.Response(
+                status=400, text=pages.BAD_LINK, content_type="text/html", headers=NO_STORE
+            )
+        aid, new_cookie = self.anonymous_id(request)
+        event = self._email_event(request, claims, "email_click", aid)
+        await self.deliver_best_effort([(self.events_topic, _key(event), codec.dumps(event))])
+        self.metrics.accepted.labels(event["site_id"], "email_click").inc()
+        assert claims.url is not None  # click tokens always carry one (links.verify checks)
+        response = web.HTTPFound(claims.url, headers={**NO_STORE, "Referrer-Policy": "no-referrer"})
+        if new_cookie:
+            self.set_cookie(response, request, aid)
+        raise response
+
+    async def email_open(self, request: web.Request) -> web.Response:
+        """``GET /o/{token}.gif``: record ``email_open``; always the GIF."""
+        token = request.match_info["token"]
+        response = web.Response(body=pages.GIF, content_type="image/gif", headers=NO_STORE)
+        try:
+            claims = self._verify(token, "open")
+        except links.LinkError as exc:
+            record, _ = self._bad_token(request, token, exc)
+            await self.deliver_best_effort([record])
+            return response
+        aid = request.cookies.get(COOKIE)
+        aid = aid if aid and _is_uuid(aid) else None
+        event = self._email_event(request, claims, "email_open", aid)
+        await self.deliver_best_effort([(self.events_topic, _key(event), codec.dumps(event))])
+        self.metrics.accepted.labels(event["site_id"], "email_open").inc()
+        return response
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        """``GET|POST /u/{token}``: one-click unsubscribe (RFC 8058).
+
+        A POST (the mail client's one-click, or the confirmation button) unsubscribes at once.
+        A GET unsubscribes at once too, unless it looks automated (a scanner following every
+        link): then it shows a one-button confirmation page and changes nothing.
+        """
+        token = request.match_info["token"]
+        html_headers = {**NO_STORE, "Referrer-Policy": "no-referrer"}
+        try:
+            claims = self._verify(token, "unsubscribe")
+        except links.LinkError as exc:
+            record, _ = self._bad_token(request, token, exc)
+            await self.deliver_best_effort([record])
+            return web.Response(
+                status=400, text=pages.BAD_LINK, content_type="text/html", headers=html_headers
+            )
+        aid = request.cookies.get(COOKIE)
+        aid = aid if aid and _is_uuid(aid) else None
+        event = self._email_event(request, claims, "unsubscribe", aid)
+        if request.method == "GET" and event.get("automated"):
+            return web.Response(
+                text=pages.confirm_unsubscribe(request.path),
+                content_type="text/html",
+                headers=html_headers,
+            )
+        event.pop("automated", None)  # an explicit unsubscribe counts, whoever sends it
+        event.pop("automated_reason", None)
+        try:
+            await self.deliver([(self.events_topic, _key(event), codec.dumps(event))])
+        except BrokerUnavailable:
+            return web.Response(
+                status=503,
+                text=pages.page(
+                    "Please try again", "<p>We could not record your request. Please try again.</p>"
+                ),
+                content_type="text/html",
+                headers={**html_headers, "Retry-After": RETRY_AFTER},
+            )
+        self.metrics.accepted.labels(event["site_id"], "unsubscribe").inc()
+        return web.Response(text=pages.UNSUBSCRIBED, content_type="text/html", headers=html_headers)
+
+    async def contacts(self, request: web.Request) -> web.Response:
+        """``POST /v1/contacts``: CRM upserts (server key) onto ``ma.contact-updates``."""
+        source = "collector:/v1/contacts"
+        try:
+            body = await _read_limited(request, MAX_CONTACTS_BYTES)
+            site = self._site_for_server_key(request)
+            raw = codec.loads(body)
+            envelope = ContactsRequest.model_validate(raw)
+        except EnvelopeError as exc:
+            await self.deliver_best_effort([self.dead_letter(source, exc.message, None)])
+            return _json({"error": exc.message}, exc.status)
+        except codec.JSONDecodeError as exc:
+            message = f"body is not valid JSON: {exc}"
+            await self.deliver_best_effort(
+                [self.dead_letter(source, message, _decoded(body, request))]
+            )
+            return _json({"error": message}, 400)
+        except ValueError as exc:  # pydantic ValidationError
+            from pydantic import ValidationError
+
+            message = (
+                describe_validation_error(exc, "body")
+                if isinstance(exc, ValidationError)
+                else str(exc)
+            )
+            await self.deliver_best_effort([self.dead_letter(source, message, raw)])
+            return _json(
+                {"error": message}, 413 if "at most" in message and "contacts" in message else 400
+            )
+        now = self.now()
+        records: list[Record] = []
+        rejected: list[Rejection] = []
+        for index, item in enumerate(envelope.contacts):
+            prefix = f"contacts[{index}]"
+            try:
+                contact = ContactUpsert.model_validate(item)
+            except ValueError as exc:
+                from pydantic import ValidationError
+
+                error = (
+                    describe_validation_error(exc, prefix)
+                    if isinstance(exc, ValidationError)
+                    else f"{prefix}: {exc}"
+                )
+                rejected.append(Rejection(index, error, item))
+                continue
+            email = normalize_email(contact.email)
+            problem = email_rejection(email)
+            if problem:
+                rejected.append(Rejection(index, f"{prefix}.email: {problem}", item))
+                continue
+            contact_id = str(contact_id_for(email))
+            update = {
+                "contact_id": contact_id,
+                "op": "upsert",
+                "source": envelope.source,
+                "email": email,
+                "attributes": contact.attributes,
+                "consent_email": contact.consent_email,
+                "crm_status": contact.crm_status,
+                "crm_id": contact.crm_id,
+                "created_at": contact.created_at,
+                "received_at": now,
+                "site_id": site.id,
+            }
+            update = {k: v for k, v in update.items() if v is not None}
+            records.append((self.contact_updates_topic, contact_id.encode(), codec.dumps(update)))
+        records += [self.dead_letter(source, r.error, r.payload) for r in rejected]
+        try:
+            await self.deliver(records)
+        except BrokerUnavailable:
+            return _json(
+                {"error": "the broker did not acknowledge; retry later"},
+                503,
+                {"Retry-After": RETRY_AFTER},
+            )
+        accepted = len(envelope.contacts) - len(rejected)
+        return _json(
+            {
+                "accepted": accepted,
+                "rejected": [{"index": r.index, "error": r.error} for r in rejected],
+            },
+            200,
+        )
+
+    def _site_for_server_key(self, request: web.Request) -> Site:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise EnvelopeError(401, "Authorization: Bearer <server key> is required")
+        for site in self.rules.rules.sites:
+            if _same(token.strip(), site.server_key):
+                return site
+        raise EnvelopeError(401, "Authorization: not a valid server key")
+
+    async def profile(self, request: web.Request) -> web.Response:
+        """``GET /v1/profile?aid=``: segments and active web triggers of a cookie (no PII)."""
+        cors = self.cors_headers(request, None)
+        aid = request.query.get("aid") or request.cookies.get(COOKIE) or ""
+        if not aid or is_garbage_identifier(aid) or len(aid) > 128:
+            return _json({"error": "aid: required (the ma_aid cookie value)"}, 400, cors)
+        if self.profiles is None or not self.profiles.ready:
+            return _json(
+                {"error": "profiles are not available yet; retry later"},
+                503,
+                {"Retry-After": RETRY_AFTER, **cors},
+            )
+        view = self.profiles.get(aid, self.now())
+        return _json(view, 200, {**cors, **NO_STORE})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"}, 200)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready = await self.producer.ready()
+        self.metrics.broker_ready.set(1 if ready else 0)
+        if ready:
+            return _json({"status": "ready", "broker": "reachable"}, 200)
+        return _json(
+            {"status": "not ready", "broker": "unreachable"}, 503, {"Retry-After": RETRY_AFTER}
+        )
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+
+class ProfileSource:
+    """Where ``/v1/profile`` reads from (provided by the worker's profile view)."""
+
+    ready: bool = False
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def get(self, anonymous_id: str, now: datetime) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+# -- small pure helpers ----------------------------------------------------------------------
+def _json(value: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=codec.dumps(value), status=status, content_type="application/json", headers=headers
+    )
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise EnvelopeError(
+            413, f"body: at most {limit // 1024} KiB, got {request.content_length} bytes"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(65536):
+        size += len(chunk)
+        if size > limit:
+            raise EnvelopeError(413, f"body: at most {limit // 1024} KiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decoded(body: bytes | None, request: web.Request) -> Any:
+    if body is None:
+        return {"content_length": request.content_length}
+    try:
+        return codec.loads(body)
+    except codec.JSONDecodeError:
+        return body[:MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", errors="replace")
+
+
+def _bounded_payload(payload: Any) -> Any:
+    try:
+        encoded = codec.dumps(payload)
+    except TypeError:
+        return repr(payload)[:MAX_DEAD_LETTER_PAYLOAD]
+    if len(encoded) <= MAX_DEAD_LETTER_PAYLOAD:
+        return payload
+    return {
+        "truncated": True,
+        "size": len(encoded),
+        "head": encoded[:MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", errors="replace"),
+    }
+
+
+def _key(value: dict[str, Any]) -> bytes:
+    key = value.get("anonymous_id") or value.get("contact_id") or value["event_id"]
+    return str(key).encode()
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _origin_allowed(site: Site, origin: str) -> bool:
+    return not site.allowed_origins or "*" in site.allowed_origins or origin in site.allowed_origins
+
+
+def _claimed_site_id(token: str) -> str | None:
+    """The site a refused token claims, only to pick a *configured* fallback URL (never a URL
+    from the token: no open redirect)."""
+    try:
+        head = token.split(".", 1)[0][:4096]
+        payload = codec.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, TypeError):
+        return None
+    site = payload.get("s") if isinstance(payload, dict) else None
+    return site if isinstance(site, str) else None
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return len(value) == 36
+
+
+__all__ = ["Collector", "EnvelopeError", "ProfileSource", "_is_http_url"]

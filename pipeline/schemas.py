@@ -1,0 +1,59 @@
+"""JSON Schemas of every message, generated from the pydantic models into ``schemas/json/``.
+
+``make schemas`` (``python -m pipeline.schemas``) rewrites them; a test fails when the files
+drift from the models, so the language-neutral contract never lies.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipeline import models
+
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas" / "json"
+
+#: file stem → (model, title). Topic values carry the topic's short name.
+SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
+    "events": (models.Event, "ma.events value: an accepted, normalised event"),
+    "contact-updates": (models.ContactUpdate, "ma.contact-updates value: a raw contact change"),
+    "contacts": (models.Contact, "ma.contacts value: the merged contact"),
+    "identities": (models.IdentityDecision, "ma.identities value: a link decision"),
+    "scores": (models.ScoreChange, "ma.scores value: a score change"),
+    "triggers": (models.Trigger, "ma.triggers value: a fired trigger (the public output)"),
+    "dead-letter": (models.DeadLetter, "ma.dead-letter value: a rejected input"),
+    "http-batch-event": (models.InboundEvent, "one event of POST /v1/batch"),
+    "http-contact": (models.ContactUpsert, "one contact of POST /v1/contacts"),
+}
+
+
+def render(stem: str) -> str:
+    """The schema file's text for one entry of ``SCHEMAS``."""
+    model, title = SCHEMAS[stem]
+    schema: dict[str, Any] = model.model_json_schema(mode="serialization")
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://ma-pipeline.dev/schemas/{stem}.schema.json",
+        **schema,
+        "title": title,
+    }
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write(directory: Path = SCHEMA_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem in SCHEMAS:
+        path = directory / f"{stem}.schema.json"
+        path.write_text(render(stem), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for path in write():
+        sys.stdout.write(f"wrote {path}\n")

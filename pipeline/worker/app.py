@@ -1,0 +1,278 @@
+"""The Faust application: topics, tables and thin agents around ``pipeline.worker.steps``.
+
+Topology (every topic has ``MA_TOPIC_PARTITIONS`` partitions, so partition *n* of all of them
+lives on the same worker)::
+
+    ma.events ──────────────┐                         ┌─► ma.identities
+    ma.x.cookie-commands ───┴─► [stitch]  cookies ────┼─► ma.scores, ma.triggers (anonymous)
+                                   │                  └─► ma.contact-updates (form traits)
+                                   ▼
+                           ma.x.contact-work  (keyed by contact_id; anonymous events by cookie)
+                                   │
+    ma.contact-updates ────────────┴─► [contact]  contacts ─► ma.contacts, ma.scores,
+                                                               ma.triggers, ma.identities
+
+State lives in Faust tables (``MA_STORE``: RocksDB, or memory in tests) changelogged to Kafka,
+written with the key's own partitioner so batches and timers may update them. A timer fires
+delayed triggers when due, from the ``*-due`` index tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from pipeline import codec
+from pipeline.clock import Clock, to_millis
+from pipeline.rules import RulesWatcher
+from pipeline.settings import Settings
+from pipeline.topics import INTERNAL_TOPICS, TopicSpec
+from pipeline.worker.metrics import WorkerMetrics
+from pipeline.worker.steps import (
+    CONTACT_WORK,
+    COOKIE_COMMANDS,
+    ContactRecord,
+    CookieRecord,
+    Counters,
+    Out,
+    contact_step,
+    cookie_command,
+    cookie_step,
+    due_step,
+)
+
+log = logging.getLogger(__name__)
+
+INTERNAL_TOPICS.extend(
+    [
+        TopicSpec(CONTACT_WORK, "contact_id (anonymous events: anonymous_id)",
+                  "stage 1 → stage 2: resolved events and identity notices", public=False),
+        TopicSpec(COOKIE_COMMANDS, "anonymous_id", "stage 2 → stage 1: unlink commands",
+                  public=False),
+    ]  # fmt: skip
+)
+OUTPUT_TOPICS = ("identities", "scores", "triggers", "contacts", "contact-updates", "dead-letter",
+                 CONTACT_WORK, COOKIE_COMMANDS)  # fmt: skip
+BATCH = 500
+BATCH_WITHIN = 0.01
+
+
+class Worker:
+    """Builds the Faust app for these settings and rules.
+
+    Example::
+
+        worker = Worker(settings, RulesWatcher(settings.config))
+        worker.app.main()   # or: await worker.app.start()
+    """
+
+    def __init__(self, settings: Settings, rules: RulesWatcher, clock: Clock | None = None,
+                 *, web: bool = True) -> None:  # fmt: skip
+        self.settings = settings
+        self.rules = rules
+        self.clock = clock or settings.clock()
+        self.metrics = WorkerMetrics()
+        partitions = settings.topic_partitions
+        self.app = faust.App(
+            settings.app_id,
+            broker=f"kafka://{settings.bootstrap}",
+            store=settings.store,
+            datadir=str(settings.data_dir / "worker"),
+            topic_partitions=partitions,
+            topic_replication_factor=settings.topic_replication,
+            table_standby_replicas=0,
+            key_serializer="raw",
+            value_serializer="raw",
+            web_enabled=web,
+            web_port=settings.worker_web_port,
+            web_bind="127.0.0.1",
+            web_in_thread=False,
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=10,
+            broker_heartbeat_interval=1,
+            broker_commit_interval=0.5,
+            producer_acks=-1,
+            producer_linger_ms=2,
+            stream_wait_empty=False,
+            logging_config=None,
+        )
+        app = self.app
+
+        def topic(name: str) -> Any:
+            return app.topic(settings.topic(name), partitions=partitions, internal=False,
+                             key_serializer="raw", value_serializer="raw")  # fmt: skip
+
+        self.out = {name: topic(name) for name in OUTPUT_TOPICS}
+        stitch_in = app.topic(settings.topic("events"), settings.topic(COOKIE_COMMANDS),
+                              key_serializer="raw", value_serializer="raw")  # fmt: skip
+        contact_in = app.topic(settings.topic(CONTACT_WORK), settings.topic("contact-updates"),
+                               key_serializer="raw", value_serializer="raw")  # fmt: skip
+
+        def table(name: str) -> Any:
+            return app.Table(name, default=None, partitions=partitions, use_partitioner=True,
+                             key_type=bytes, value_type=bytes)  # fmt: skip
+
+        self.cookies = table("cookies")
+        self.contacts = table("contacts")
+        self.cookie_due = table("cookie-due")
+        self.contact_due = table("contact-due")
+        self.cookie_topics = settings.topic(COOKIE_COMMANDS)
+        self.updates_topic = settings.topic("contact-updates")
+
+        app.agent(stitch_in, name="stitch")(self._stitch_agent)
+        app.agent(contact_in, name="contact")(self._contact_agent)
+        app.timer(0.25, name="due-triggers")(self._fire_due)
+        app.timer(1.0, name="rules-reload")(self._reload_rules)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def emit(self, outs: Iterable[Out]) -> None:
+        for out in outs:
+            value = codec.dumps(out.value) if out.value is not None else None
+            key = out.key.encode() if out.key is not None else None
+            self.out[out.topic].send_soon(key=key, value=value)
+            self.metrics.produced.labels(out.topic).inc()
+
+    def dead_letter(self, source: str, exc: BaseException, payload: bytes | None) -> None:
+        log.error("%s: %s", source, "".join(traceback.format_exception_only(exc)).strip())
+        try:
+            decoded: Any = codec.loads(payload) if payload else None
+        except ValueError:
+            decoded = (payload or b"")[:65536].decode("utf-8", errors="replace")
+        self.emit([Out("dead-letter", None, {
+            "received_at": self.clock.now(), "source": source,
+            "error": f"{type(exc).__name__}: {exc}", "payload": decoded,
+        })])  # fmt: skip
+        self.metrics.dead_letters.labels(source).inc()
+
+    # Table keys are bytes, exactly as the topic keys, so the partitioner agrees with the topics.
+    def _load(self, table: Any, key: str) -> Any:
+        raw = table.get(key.encode())
+        return codec.loads(raw) if raw is not None else None
+
+    def _store(self, table: Any, key: str, value: dict[str, Any] | None) -> None:
+        if value is None:
+            table.pop(key.encode(), None)
+        else:
+            table[key.encode()] = codec.dumps(value)
+
+    def _index_due(self, due_table: Any, key: str, pending: list[dict[str, Any]]) -> None:
+        due = min((p["due_at"] for p in pending), default=None)
+        current = due_table.get(key.encode())
+        if due is None:
+            if current is not None:
+                del due_table[key.encode()]
+        elif current is None or int(current) != due:
+            due_table[key.encode()] = str(due).encode()
+
+    def _count(self, counters: Counters) -> None:
+        for name, n in counters.values.items():
+            self.metrics.decisions.labels(name).inc(n)
+
+    # -- stage 1 ------------------------------------------------------------------------------
+    async def _stitch_agent(self, stream: Any) -> None:
+        async for batch in stream.take_events(BATCH, within=BATCH_WITHIN):
+            rules = self.rules.rules
+            counters = Counters()
+            for event in batch:
+                message = event.message
+                try:
+                    key = message.key.decode() if message.key else None
+                    value = codec.loads(message.value)
+                    if message.topic == self.cookie_topics:
+                        record = CookieRecord.from_dict(self._load(self.cookies, key))
+                        cookie_command(record, value)
+                        self._store(self.cookies, key, record.to_dict())
+                        continue
+                    aid = value.get("anonymous_id")
+                    if aid is None:  # no cookie: nothing to remember per key
+                        self.emit(cookie_step(CookieRecord(), value, rules, counters))
+                        continue
+                    record = CookieRecord.from_dict(self._load(self.cookies, aid))
+                    self.emit(cookie_step(record, value, rules, counters))
+                    self._store(self.cookies, aid, record.to_dict())
+                    self._index_due(self.cookie_due, aid, record.profile.pending)
+                except Exception as exc:  # noqa: BLE001 - one bad message never stops the agent
+                    self.dead_letter("worker:stitch", exc, message.value)
+            self.metrics.processed.labels("stitch").inc(len(batch))
+            self._count(counters)
+            await self.app.producer.flush()
+
+    # -- stage 2 ------------------------------------------------------------------------------
+    async def _contact_agent(self, stream: Any) -> None:
+        async for batch in stream.take_events(BATCH, within=BATCH_WITHIN):
+            rules = self.rules.rules
+            counters = Counters()
+            for event in batch:
+                message = event.message
+                try:
+                    key = message.key.decode() if message.key else None
+                    value = codec.loads(message.value)
+                    if message.topic == self.updates_topic:
+                        value = {"k": "update", **value}
+                    elif value.get("k") == "event" and value["e"].get("contact_id") is None:
+                        continue  # an anonymous event: stage 1 scored it; the sink stores it
+                    if key is None:
+                        raise ValueError("contact-work message without a key")
+                    record = ContactRecord.from_dict(key, self._load(self.contacts, key))
+                    self.emit(contact_step(record, value, rules, counters))
+                    self._store(self.contacts, key, record.to_dict())
+                    self._index_due(self.contact_due, key, record.profile.pending)
+                except Exception as exc:  # noqa: BLE001 - one bad message never stops the agent
+                    self.dead_letter("worker:contact", exc, message.value)
+            self.metrics.processed.labels("contact").inc(len(batch))
+            self._count(counters)
+            await self.app.producer.flush()
+
+    # -- timers -------------------------------------------------------------------------------
+    async def _fire_due(self) -> None:
+        """Fire delayed triggers that are due (state, not sleeping coroutines)."""
+        if self.app.rebalancing or getattr(self.app, "in_recovery", False):
+            return
+        now = to_millis(self.clock.now())
+        rules = self.rules.rules
+        counters = Counters()
+        fired = False
+        for due_table, table, kind in ((self.contact_due, self.contacts, "contact"),
+                                       (self.cookie_due, self.cookies, "cookie")):  # fmt: skip
+            due_keys = [k.decode() for k, v in list(due_table.items())
+                        if v is not None and int(v) <= now]  # fmt: skip
+            for key in due_keys:
+                try:
+                    data = self._load(table, key)
+                    if data is None:
+                        due_table.pop(key.encode(), None)
+                        continue
+                    if kind == "contact":
+                        record: ContactRecord | CookieRecord = ContactRecord.from_dict(key, data)
+                        self.emit(due_step(record, rules, now, counters))
+                    else:
+                        record = CookieRecord.from_dict(data)
+                        self.emit(due_step(record, rules, now, counters, anonymous_id=key))
+                    self._store(table, key, record.to_dict())
+                    self._index_due(due_table, key, record.profile.pending)
+                    fired = True
+                except Exception as exc:  # noqa: BLE001
+                    self.dead_letter(f"worker:due-{kind}", exc, codec.dumps({"key": key}))
+        if fired:
+            self._count(counters)
+            await self.app.producer.flush()
+
+    async def _reload_rules(self) -> None:
+        refusals = self.rules.refusals
+        self.rules.poll()
+        if self.rules.refusals > refusals:
+            self.metrics.rules_refused.inc()
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+async def wait_forever() -> None:
+    await asyncio.Event().wait()

@@ -1,0 +1,361 @@
+"""What the worker does with one message, as pure functions over plain state: the two stages of
+the worker, usable without a broker (tests, ``ma-pipeline demo``).
+
+Stage 1, ``cookie_step`` (state keyed by ``anonymous_id``, input ``ma.events``): deduplicate,
+decide identity, score and trigger anonymous visitors, and forward each event — resolved to its
+contact or still anonymous — to stage 2 on the internal ``contact-work`` topic.
+
+Stage 2, ``contact_step`` (state keyed by ``contact_id``, input ``contact-work`` and
+``ma.contact-updates``): merge contact updates, absorb a cookie's anonymous history on its first
+link, score, evaluate triggers, and keep the contact's set of cookies within its limit.
+
+Each returns ``Out`` records; the agents send them and store the state.
+
+Example::
+
+    record = CookieRecord()
+    outs = cookie_step(record, event, rules, anonymous_id)
+    [o.topic for o in outs]   # ['identities', 'contact-work', 'contact-work', ...]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pipeline.clock import from_millis, to_millis
+from pipeline.contacts.merge import ContactState, apply_update, set_consent
+from pipeline.rules.models import Rules
+from pipeline.score.profile import Profile, ScoreDelta, absorb, score_attributes, score_event
+from pipeline.stitch.decide import Cookie, evidence_for
+from pipeline.stitch.decide import decide as decide_identity
+from pipeline.trigger.decide import Outcome, Subject, fire_due, on_event, on_score
+
+CONTACT_WORK = "x.contact-work"
+COOKIE_COMMANDS = "x.cookie-commands"
+
+
+@dataclass(frozen=True)
+class Out:
+    """A record to produce: topic short name (without prefix), key, JSON value (None: tombstone)."""
+
+    topic: str
+    key: str | None
+    value: dict[str, Any] | None
+
+
+@dataclass
+class Counters:
+    """What happened, for metrics: names → counts."""
+
+    values: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.values[name] = self.values.get(name, 0) + n
+
+
+def event_time(event: dict[str, Any]) -> int:
+    at = event["received_at"]
+    if isinstance(at, datetime):
+        return to_millis(at)
+    if isinstance(at, int | float):
+        return int(at)
+    return to_millis(datetime.fromisoformat(str(at).replace("Z", "+00:00")))
+
+
+# -- stage 1 --------------------------------------------------------------------------------------
+@dataclass
+class CookieRecord:
+    """Stage-1 state of one key of ``ma.events`` (usually an ``anonymous_id``)."""
+
+    cookie: Cookie = field(default_factory=Cookie)
+    profile: Profile = field(default_factory=Profile)  # the anonymous profile
+    deleted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cookie": self.cookie.to_dict(), "profile": self.profile.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> CookieRecord:
+        if not data:
+            return cls()
+        return cls(Cookie.from_dict(data.get("cookie")), Profile.from_dict(data.get("profile")))
+
+
+def _score_out(deltas: list[ScoreDelta], contact_id: str | None, anonymous_id: str | None,
+               at_ms: int) -> list[Out]:  # fmt: skip
+    key = contact_id or anonymous_id
+    return [
+        Out("scores", key, {
+            "contact_id": contact_id,
+            "anonymous_id": anonymous_id,
+            "score": round(d.score, 3),
+            "delta": round(d.delta, 3),
+            "rule": d.rule,
+            "event_id": d.event_id,
+            "lifecycle_stage": d.stage,
+            "at": from_millis(at_ms),
+        })  # fmt: skip
+        for d in deltas
+    ]
+
+
+def _trigger_out(outcome: Outcome, subject: Subject, counters: Counters) -> list[Out]:
+    for rule, reason in outcome.skipped:
+        counters.add(f"trigger_skipped:{reason.split(':')[0]}")
+    counters.add("triggers_fired", len(outcome.fired))
+    counters.add("triggers_scheduled", len(outcome.scheduled))
+    key = subject.contact_id or subject.anonymous_id
+    return [Out("triggers", key, message) for message in outcome.fired]
+
+
+def cookie_step(
+    record: CookieRecord,
+    event: dict[str, Any],
+    rules: Rules,
+    counters: Counters | None = None,
+) -> list[Out]:
+    """Stage 1 for one event (see the module docstring); mutates ``record``."""
+    counters = counters or Counters()
+    aid: str | None = event.get("anonymous_id")
+    event_id = str(event["event_id"])
+    at = event_time(event)
+    if not record.profile.remember(event_id):
+        counters.add("duplicates")
+        return []
+    outs: list[Out] = []
+    if aid is None:  # a server event or a garbage cookie: no identity to decide
+        contact_id = event.get("contact_id") or evidence_for(event)
+        resolved = {**event, "contact_id": contact_id, "pre_identification": False}
+        outs += _contact_update_from_form(event)
+        outs.append(Out(CONTACT_WORK, contact_id or event_id, {"k": "event", "e": resolved}))
+        return outs
+    cookie = record.cookie
+    was_unlinked_forever = not cookie.ever_linked
+    decision = decide_identity(cookie, event, rules.identity, at)
+    if decision.action != "none":
+        counters.add(f"identity_{decision.action}")
+        outs.append(Out("identities", aid, {
+            "anonymous_id": aid,
+            "contact_id": decision.cookie_contact_id,
+            "previous_contact_id": decision.previous_contact_id,
+            "reason": decision.reason,
+            "event_id": event_id,
+            "at": from_millis(at),
+        }))  # fmt: skip
+        if decision.previous_contact_id:
+            outs.append(Out(CONTACT_WORK, decision.previous_contact_id, {"k": "unlinked", "aid": aid}))
+        if decision.cookie_contact_id:
+            outs.append(Out(CONTACT_WORK, decision.cookie_contact_id,
+                            {"k": "linked", "aid": aid, "at": at}))  # fmt: skip
+    if decision.first_link:
+        outs.append(Out(CONTACT_WORK, decision.cookie_contact_id, {
+            "k": "absorb", "aid": aid, "at": at, "event_id": event_id,
+            "profile": record.profile.to_dict(),
+        }))  # fmt: skip
+        record.profile = Profile(seen=record.profile.seen)
+    outs += _contact_update_from_form(event)
+    contact_id = decision.contact_id
+    resolved = {
+        **event,
+        "contact_id": contact_id,
+        "pre_identification": contact_id is None and was_unlinked_forever,
+    }
+    if contact_id is None and not event.get("automated"):
+        outs += _anonymous_scoring(record, resolved, rules, aid, at, counters)
+    outs.append(Out(CONTACT_WORK, contact_id or aid, {"k": "event", "e": resolved}))
+    return outs
+
+
+def _anonymous_scoring(record: CookieRecord, event: dict[str, Any], rules: Rules, aid: str,
+                       at: int, counters: Counters) -> list[Out]:  # fmt: skip
+    profile = record.profile
+    before = profile.score_at(at, rules.scoring.half_life)
+    deltas = score_event(profile, event, rules.scoring, at)
+    subject = Subject(contact_id=None, anonymous_id=aid)
+    outcome = on_event(profile, subject, event, rules.triggers, at)
+    if deltas:
+        outcome.extend(on_score(profile, subject, before, rules.triggers, at, event["event_id"]))
+    return _score_out(deltas, None, aid, at) + _trigger_out(outcome, subject, counters)
+
+
+def _contact_update_from_form(event: dict[str, Any]) -> list[Out]:
+    """Form fields and identify traits become contact attributes (source ``form``/``identify``)."""
+    if event.get("type") not in ("form_submit", "identify"):
+        return []
+    contact_id = evidence_for(event)
+    if contact_id is None:
+        return []
+    traits = dict(event.get("traits") or {})
+    consent = traits.pop("consent_email", None)
+    update: dict[str, Any] = {
+        "contact_id": contact_id,
+        "op": "upsert",
+        "source": "form" if event["type"] == "form_submit" else "identify",
+        "email": event["email"],
+        "attributes": traits,
+        "received_at": event["received_at"],
+        "event_id": event["event_id"],
+    }
+    if isinstance(consent, bool) or consent in ("true", "on", "yes", "1", "false", "off", "no", "0"):
+        update["consent_email"] = consent is True or consent in ("true", "on", "yes", "1")
+    return [Out("contact-updates", contact_id, update)]
+
+
+# -- stage 2 --------------------------------------------------------------------------------------
+@dataclass
+class ContactRecord:
+    """Stage-2 state of one contact: the merged record, its profile and its cookies."""
+
+    contact: ContactState
+    profile: Profile = field(default_factory=Profile)
+    cookies: list[list[Any]] = field(default_factory=list)  # [[anonymous_id, linked ms]]
+    absorbed: list[str] = field(default_factory=list)  # cookies whose history joined
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "contact": self.contact.to_dict(),
+            "profile": self.profile.to_dict(),
+            "cookies": self.cookies,
+            "absorbed": self.absorbed,
+        }
+
+    @classmethod
+    def from_dict(cls, contact_id: str, data: dict[str, Any] | None) -> ContactRecord:
+        if not data:
+            return cls(ContactState(contact_id=contact_id))
+        return cls(
+            ContactState.from_dict(data["contact"]),
+            Profile.from_dict(data.get("profile")),
+            list(data.get("cookies") or ()),
+            list(data.get("absorbed") or ()),
+        )
+
+    def subject(self) -> Subject:
+        contact = self.contact
+        return Subject(
+            contact_id=contact.contact_id,
+            anonymous_id=None,
+            email=contact.email,
+            consent_email=contact.consent_email,
+            email_blocked=contact.email_blocked,
+            crm_status=contact.value("crm_status"),
+            attributes=contact.plain_attributes(),
+        )
+
+
+def contact_step(
+    record: ContactRecord,
+    message: dict[str, Any],
+    rules: Rules,
+    counters: Counters | None = None,
+) -> list[Out]:
+    """Stage 2 for one ``contact-work`` message or ``ma.contact-updates`` value."""
+    counters = counters or Counters()
+    kind = message.get("k", "update")
+    contact_id = record.contact.contact_id
+    if kind == "event":
+        return _contact_event(record, message["e"], rules, counters)
+    if kind == "update":
+        return _contact_update(record, message, rules, counters)
+    if kind == "absorb":
+        aid = message["aid"]
+        if aid in record.absorbed:
+            return []
+        record.absorbed.append(aid)
+        at = int(message["at"])
+        before = record.profile.score_at(at, rules.scoring.half_life)
+        delta = absorb(record.profile, Profile.from_dict(message["profile"]), rules.scoring, at,
+                       message.get("event_id"))  # fmt: skip
+        if delta is None:
+            return []
+        subject = record.subject()
+        outcome = on_score(record.profile, subject, before, rules.triggers, at, message.get("event_id"))
+        return _score_out([delta], contact_id, None, at) + _trigger_out(outcome, subject, counters)
+    if kind == "linked":
+        return _track_cookie(record, message["aid"], int(message["at"]), rules)
+    if kind == "unlinked":
+        record.cookies = [c for c in record.cookies if c[0] != message["aid"]]
+        return []
+    raise ValueError(f"unknown contact-work message kind {kind!r}")
+
+
+def _contact_event(record: ContactRecord, event: dict[str, Any], rules: Rules,
+                   counters: Counters) -> list[Out]:  # fmt: skip
+    contact_id = record.contact.contact_id
+    at = event_time(event)
+    if not record.profile.remember(str(event["event_id"])):
+        counters.add("duplicates")
+        return []
+    outs: list[Out] = []
+    kind = event.get("type")
+    if kind == "unsubscribe":
+        if set_consent(record.contact, False, "unsubscribe", at):
+            outs.append(Out("contacts", contact_id, record.contact.published()))
+    elif kind == "email_bounce" and event.get("bounce_type") == "hard":
+        if record.contact.email_blocked != "hard_bounce":
+            record.contact.email_blocked = "hard_bounce"
+            record.contact.updated_at = max(record.contact.updated_at, at)
+            outs.append(Out("contacts", contact_id, record.contact.published()))
+    if event.get("automated"):
+        counters.add("automated")
+        return outs
+    profile = record.profile
+    before = profile.score_at(at, rules.scoring.half_life)
+    deltas = score_event(profile, event, rules.scoring, at)
+    subject = record.subject()
+    outcome = on_event(profile, subject, event, rules.triggers, at)
+    if deltas:
+        outcome.extend(on_score(profile, subject, before, rules.triggers, at, event["event_id"]))
+    return outs + _score_out(deltas, contact_id, None, at) + _trigger_out(outcome, subject, counters)
+
+
+def _contact_update(record: ContactRecord, update: dict[str, Any], rules: Rules,
+                    counters: Counters) -> list[Out]:  # fmt: skip
+    at = event_time(update)
+    if not apply_update(record.contact, update, rules.merge, at):
+        return []
+    contact_id = record.contact.contact_id
+    outs = [Out("contacts", contact_id, record.contact.published())]
+    before = record.profile.score_at(at, rules.scoring.half_life)
+    deltas = score_attributes(record.profile, record.contact.plain_attributes(), rules.scoring, at)
+    if deltas:
+        subject = record.subject()
+        outcome = on_score(record.profile, subject, before, rules.triggers, at, update.get("event_id"))
+        outs += _score_out(deltas, contact_id, None, at) + _trigger_out(outcome, subject, counters)
+    return outs
+
+
+def _track_cookie(record: ContactRecord, aid: str, at: int, rules: Rules) -> list[Out]:
+    """Keep at most ``max_cookies_per_contact`` cookies: the least recently linked one goes."""
+    record.cookies = [c for c in record.cookies if c[0] != aid] + [[aid, at]]
+    outs = []
+    while len(record.cookies) > rules.identity.max_cookies_per_contact:
+        evicted, _ = record.cookies.pop(0)
+        contact_id = record.contact.contact_id
+        outs.append(Out("identities", evicted, {
+            "anonymous_id": evicted, "contact_id": None, "previous_contact_id": contact_id,
+            "reason": "contact_cookie_limit", "event_id": None, "at": from_millis(at),
+        }))  # fmt: skip
+        outs.append(Out(COOKIE_COMMANDS, evicted, {"k": "unlink", "contact_id": contact_id}))
+    return outs
+
+
+def due_step(record: ContactRecord | CookieRecord, rules: Rules, now_ms: int,
+             counters: Counters | None = None, anonymous_id: str | None = None) -> list[Out]:  # fmt: skip
+    """Fire the record's delayed triggers that are due by ``now_ms``."""
+    counters = counters or Counters()
+    if isinstance(record, ContactRecord):
+        subject = record.subject()
+    else:
+        subject = Subject(contact_id=None, anonymous_id=anonymous_id)
+    outcome = fire_due(record.profile, subject, rules.triggers, now_ms)
+    return _trigger_out(outcome, subject, counters)
+
+
+def cookie_command(record: CookieRecord, command: dict[str, Any]) -> None:
+    """Stage 1 for a ``cookie-commands`` message (from stage 2)."""
+    if command.get("k") == "unlink" and record.cookie.contact_id == command.get("contact_id"):
+        record.cookie.contact_id = None
+        record.cookie.linked_at = None
