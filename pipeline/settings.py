@@ -17,7 +17,11 @@ Every variable read (defaults in brackets):
 - ``MA_HTTP_HOST``, ``MA_HTTP_PORT``   collector bind address [``127.0.0.1``, 8080]
 - ``MA_TRUST_FORWARDED``     take the client IP from ``X-Forwarded-For`` (behind a proxy) [false]
 - ``MA_PUBLIC_URL``          the collector's public base URL, for signed links [``http://127.0.0.1:8080``]
-- ``MA_WORKER_WEB_PORT``     the worker's HTTP port (profile state, analyst queries) [6066]
+- ``MA_WORKER_WEB_HOST``     the worker API's bind address [``127.0.0.1``]
+- ``MA_WORKER_WEB_PORT``     the worker API's port (queries, segments, profiles) [6066]
+- ``MA_WORKER_URL``          where the collector and CLI reach the worker API
+                             [``http://127.0.0.1:<MA_WORKER_WEB_PORT>``]
+- ``MA_SINK``                write to ClickHouse from the worker (``false``: run without a sink) [true]
 - ``MA_APP_ID``              Faust application id and consumer-group prefix [``ma-pipeline``]
 - ``MA_STORE``               Faust table store, ``rocksdb://`` or ``memory://`` [``rocksdb://``]
 - ``MA_LINK_SECRETS``        signing keys for email links, ``kid:secret,kid:secret``; the first
@@ -65,7 +69,10 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     trust_forwarded: bool = False
     public_url: str = "http://127.0.0.1:8080"
+    worker_web_host: str = "127.0.0.1"
     worker_web_port: int = Field(default=6066, ge=0, le=65535)
+    worker_url: str | None = None
+    sink: bool = True
     app_id: str = "ma-pipeline"
     store: str = "rocksdb://"
     link_secrets: SecretStr = SecretStr(DEV_LINK_SECRET)
@@ -87,6 +94,11 @@ class Settings(BaseSettings):
     def bootstrap(self) -> str:
         """Bootstrap servers to use: ``MA_KAFKA_BOOTSTRAP`` or the local broker's address."""
         return self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def worker_api(self) -> str:
+        """The base URL of the worker API."""
+        return (self.worker_url or f"http://127.0.0.1:{self.worker_web_port}").rstrip("/")
 
     @property
     def uses_local_broker(self) -> bool:

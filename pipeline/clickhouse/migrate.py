@@ -28,7 +28,13 @@ class Migration:
 def load_migrations(database: str, directory: Path = SCHEMA_DIR) -> list[Migration]:
     """The migration files in name order, with ``{db}`` replaced and split into statements."""
     migrations = []
-    for path in sorted(directory.glob("*.sql")):
+    paths = sorted(directory.glob("*.sql"))
+    if not paths:
+        raise FileNotFoundError(
+            f"no ClickHouse DDL found in {directory}: run from a checkout of ma-pipeline "
+            "(pip install -e .), where schemas/clickhouse/*.sql lives"
+        )
+    for path in paths:
         text = path.read_text(encoding="utf-8")
         body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
         statements = [s.strip() for s in body.replace("{db}", database).split(";") if s.strip()]

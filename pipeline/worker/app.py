@@ -23,14 +23,18 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from aiohttp import web
 
 from pipeline import codec
 from pipeline.clock import Clock, to_millis
+from pipeline.clickhouse import ClickHouse, connect
+from pipeline.clickhouse.migrate import migrate
 from pipeline.rules import RulesWatcher
+from pipeline.sink import SinkWriter, rows_for
+from pipeline.worker.api import make_api
 from pipeline.settings import Settings
 from pipeline.topics import INTERNAL_TOPICS, TopicSpec
 from pipeline.worker.metrics import WorkerMetrics
@@ -61,6 +65,9 @@ OUTPUT_TOPICS = ("identities", "scores", "triggers", "contacts", "contact-update
                  CONTACT_WORK, COOKIE_COMMANDS)  # fmt: skip
 BATCH = 500
 BATCH_WITHIN = 0.01
+SINK_BATCH = 20_000
+SINK_WITHIN = 1.0
+SINK_TOPICS = (CONTACT_WORK, "identities", "contacts", "scores", "triggers")
 
 
 class Worker:
@@ -89,10 +96,7 @@ class Worker:
             table_standby_replicas=0,
             key_serializer="raw",
             value_serializer="raw",
-            web_enabled=web,
-            web_port=settings.worker_web_port,
-            web_bind="127.0.0.1",
-            web_in_thread=False,
+            web_enabled=False,  # the worker serves its own small API (pipeline.worker.api)
             consumer_auto_offset_reset="earliest",
             broker_session_timeout=10,
             broker_heartbeat_interval=1,
@@ -127,6 +131,15 @@ class Worker:
 
         app.agent(stitch_in, name="stitch")(self._stitch_agent)
         app.agent(contact_in, name="contact")(self._contact_agent)
+        self.clickhouse: ClickHouse | None = None
+        if settings.sink:
+            self.clickhouse = connect(settings)
+            self.writer = SinkWriter(self.clickhouse, on_retry=self._sink_retry)
+            sink_in = app.topic(*(settings.topic(name) for name in SINK_TOPICS),
+                                key_serializer="raw", value_serializer="raw")  # fmt: skip
+            app.agent(sink_in, name="sink")(self._sink_agent)
+        self.web = web
+        app.task(self._serve_api)
         app.timer(0.25, name="due-triggers")(self._fire_due)
         app.timer(1.0, name="rules-reload")(self._reload_rules)
 
@@ -229,6 +242,51 @@ class Worker:
             self._count(counters)
             await self.app.producer.flush()
 
+    # -- sink ---------------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        """Apply the ClickHouse schema (blocking; called before the app starts)."""
+        if self.clickhouse is None:
+            return []
+        database = self.settings.clickhouse_database
+        return self.clickhouse.call(lambda c: migrate(c, database))
+
+    def _sink_retry(self, table: str, exc: Exception) -> None:
+        self.metrics.sink_retries.labels(table).inc()
+
+    async def _sink_agent(self, stream: Any) -> None:
+        prefix = len(self.settings.topic_prefix)
+        async for batch in stream.take_events(SINK_BATCH, within=SINK_WITHIN):
+            rows: list[tuple[str, tuple[Any, ...]]] = []
+            spans: dict[tuple[str, int], list[int]] = {}
+            for event in batch:
+                message = event.message
+                span = spans.setdefault((message.topic, message.partition), [message.offset] * 2)
+                span[0], span[1] = min(span[0], message.offset), max(span[1], message.offset)
+                try:
+                    value = codec.loads(message.value) if message.value else None
+                    rows += rows_for(message.topic[prefix:], value)
+                except Exception as exc:  # noqa: BLE001 - a bad record never blocks the sink
+                    self.dead_letter("worker:sink", exc, message.value)
+            batch_id = ",".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(spans.items()))
+            started = asyncio.get_running_loop().time()
+            written = await self.writer.write(rows, batch_id)
+            self.metrics.sink_seconds.observe(asyncio.get_running_loop().time() - started)
+            for table, count in written.items():
+                self.metrics.sink_rows.labels(table).inc(count)
+
+    async def _serve_api(self) -> None:
+        if not self.web:
+            return
+        runner = web.AppRunner(make_api(self), access_log=None)
+        await runner.setup()
+        host, port = self.settings.worker_web_host, self.settings.worker_web_port
+        await web.TCPSite(runner, host, port).start()
+        log.info("worker API on http://%s:%d", host, port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
     # -- timers -------------------------------------------------------------------------------
     async def _fire_due(self) -> None:
         """Fire delayed triggers that are due (state, not sleeping coroutines)."""
@@ -269,10 +327,3 @@ class Worker:
         if self.rules.refusals > refusals:
             self.metrics.rules_refused.inc()
 
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-async def wait_forever() -> None:
-    await asyncio.Event().wait()

@@ -27,6 +27,9 @@ def run_worker(settings: Settings) -> None:
     asyncio.run(ensure_topics(settings))
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     worker = Worker(settings, RulesWatcher(settings.config))
+    applied = worker.migrate()
+    if applied:
+        log.info("ClickHouse schema applied: %s", ", ".join(applied))
     _FaustWorker(
         worker.app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False
     ).execute_from_commandline()

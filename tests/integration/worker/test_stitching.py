@@ -51,3 +51,32 @@ async def test_anonymous_visitor_scores_then_links_by_click_and_brings_its_score
         [decision] = await identities.wait_for(lambda vs: len(vs) >= 1)
     assert decision["anonymous_id"] == aid and decision["contact_id"] == contact
     assert decision["previous_contact_id"] is None and decision["reason"] == "email_click"
+
+
+async def test_events_and_identities_land_in_clickhouse_once(
+    collector: RunningCollector, worker: Process
+) -> None:
+    import asyncio
+
+    from tests.integration.worker.conftest import query
+
+    settings = collector.settings
+    db = settings.clickhouse_database
+    aid = str(uuid.uuid4())
+    events = [view(aid, "/pricing"), view(aid, "/blog/marketing/a"),
+              {"type": "identify", "anonymous_id": aid, "email": "li.wei@acme.io",
+               "event_id": str(uuid.uuid4())}]
+    await collector.post_batch(events)
+    await collector.post_batch(events[:1])  # a duplicate delivery
+    contact = str(contact_id_for("li.wei@acme.io"))
+    for _ in range(60):
+        rows = await query(settings, f"SELECT event_id, contact_id, pre_identification FROM {db}.events")
+        if len(rows) >= 3:
+            break
+        await asyncio.sleep(0.5)
+    assert sorted(r[0] for r in rows) == sorted(e["event_id"] for e in events)
+    history = await query(
+        settings, f"SELECT event_id FROM {db}.contact_events WHERE contact_id = {{c:String}}", c=contact)
+    assert sorted(r[0] for r in history) == sorted(e["event_id"] for e in events)
+    links = await query(settings, f"SELECT anonymous_id, contact_id, reason FROM {db}.identities")
+    assert links == [[aid, contact, "identify"]]
