@@ -115,6 +115,18 @@ def collector(ctx: click.Context) -> None:
 
 @main.command()
 @click.pass_context
+def run(ctx: click.Context) -> None:
+    """Everything on this machine: local broker, worker, collector, embedded ClickHouse."""
+    from pipeline.run import run_all
+
+    try:
+        run_all(_settings(ctx))
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.pass_context
 def worker(ctx: click.Context) -> None:
     """Run the Faust worker: stitching, scoring, triggers (and the ClickHouse sink)."""
     from pipeline.worker.main import run_worker

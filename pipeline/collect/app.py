@@ -17,6 +17,7 @@ import asyncio
 import base64
 import hmac
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,8 +32,15 @@ from pipeline import codec, links
 from pipeline.clock import Clock, SystemClock
 from pipeline.collect import pages
 from pipeline.collect.automation import BurstDetector, judge
+from pipeline.collect.cookies import (
+    cookie_domain,
+    is_uuid_text,
+    read_anonymous_id,
+    set_anonymous_id,
+)
 from pipeline.collect.metrics import CollectorMetrics
 from pipeline.collect.ratelimit import RateLimiter
+from pipeline.collect.tag import Tag, not_modified
 from pipeline.collect.validation import (
     Rejection,
     _is_http_url,
@@ -55,12 +63,11 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-COOKIE = "ma_aid"
-COOKIE_MAX_AGE = 2 * 365 * 24 * 3600
 RETRY_AFTER = "5"
 MAX_CONTACTS_BYTES = 4 * 1024 * 1024
 MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store, max-age=0"}
+UTF8_BOM = b"\xef\xbb\xbf"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -94,7 +101,7 @@ class Collector:
         self.events_topic = settings.topic("events")
         self.dead_letter_topic = settings.topic("dead-letter")
         self.contact_updates_topic = settings.topic("contact-updates")
-        self.tag = (STATIC / "t.js").read_bytes()
+        self.tag = Tag.load(STATIC / "t.js")
         self._background: list[asyncio.Task[None]] = []
         self.profiles: ProfileSource | None = None
 
@@ -171,8 +178,7 @@ class Collector:
         return request.remote or ""
 
     def dead_letter(self, source: str, error: str, payload: Any) -> Record:
-        reason = error.split(":", 1)[0] if source.endswith("batch") else error.split(" ", 1)[0]
-        self.metrics.rejected.labels(source, reason[:40]).inc()
+        self.metrics.rejected.labels(source, _reason(error)).inc()
         value = {
             "received_at": self.now(),
             "source": source,
@@ -228,31 +234,43 @@ class Collector:
             self.metrics.rate_limited.labels(site.id).inc()
         return not allowed
 
-    def anonymous_id(self, request: web.Request) -> tuple[str, bool]:
-        """The cookie's anonymous_id, or a new one (and True: set the cookie)."""
-        current = request.cookies.get(COOKIE)
-        if current and not is_garbage_identifier(current) and _is_uuid(current):
-            return current, False
-        return str(uuid.uuid4()), True
+    def cookie_aid(self, request: web.Request) -> str | None:
+        """The request's ``ma_aid`` (the first UUID-shaped one), or ``None``."""
+        return read_anonymous_id(request.headers.getall("Cookie", []))[0]
 
-    def set_cookie(self, response: web.StreamResponse, request: web.Request, aid: str) -> None:
-        response.set_cookie(
-            COOKIE,
+    def set_cookie_if_absent(
+        self, response: web.StreamResponse, request: web.Request, site: Site | None, aid: str
+    ) -> None:
+        """Set ``ma_aid`` to ``aid`` unless the request carried a usable one already."""
+        current, seen = read_anonymous_id(request.headers.getall("Cookie", []))
+        if current is not None:
+            return
+        set_anonymous_id(
+            response,
             aid,
-            max_age=COOKIE_MAX_AGE,
-            path="/",
-            samesite="Lax",
-            secure=request.secure,
-            httponly=False,
+            domain=cookie_domain(site, request.host),
+            secure=self.is_https(request),
+            replace_garbage=seen,
         )
+
+    def is_https(self, request: web.Request) -> bool:
+        if self.settings.trust_forwarded:
+            proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+            if proto:
+                return proto == "https"
+        return request.secure
 
     # -- endpoints ----------------------------------------------------------------------------
     async def tag_js(self, request: web.Request) -> web.Response:
+        """``GET /t.js``: gzip when accepted; revalidated by ``ETag`` (``304``)."""
+        body, encoding, etag = self.tag.variant(request.headers.get("Accept-Encoding", ""))
+        headers = {"Cache-Control": "public, max-age=300", "ETag": etag, "Vary": "Accept-Encoding"}
+        if not_modified(request.headers.get("If-None-Match", ""), etag):
+            return web.Response(status=304, headers=headers)
+        if encoding:
+            headers["Content-Encoding"] = encoding
         return web.Response(
-            body=self.tag,
-            content_type="application/javascript",
-            charset="utf-8",
-            headers={"Cache-Control": "public, max-age=300"},
+            body=body, content_type="application/javascript", charset="utf-8", headers=headers
         )
 
     async def preflight(self, request: web.Request) -> web.Response:
@@ -271,13 +289,13 @@ class Collector:
         """``POST /v1/batch``: up to 100 events; each bad one rejected alone."""
         source = "collector:/v1/batch"
         site: Site | None = None
+        body: bytes | None = None
         try:
             body = await _read_limited(request, MAX_BATCH_BYTES)
             envelope, site, trusted = self._batch_envelope(request, body)
         except EnvelopeError as exc:
-            payload = body if exc.status != 413 else None  # type: ignore[possibly-undefined]
-            records = [self.dead_letter(source, exc.message, _decoded(payload, request))]
-            if not await self.deliver_best_effort(records) and exc.status != 413:
+            letter = [self.dead_letter(source, exc.message, _decoded(body, request))]
+            if not await self.deliver_best_effort(letter) and exc.status != 413:
                 return _json(
                     {"error": "the broker is unavailable; retry later"},
                     503,
@@ -323,7 +341,8 @@ class Collector:
         self, request: web.Request, body: bytes
     ) -> tuple[dict[str, Any], Site, bool]:
         try:
-            envelope = codec.loads(body)
+            # Whatever the Content-Type: the tag sends text/plain (no CORS preflight).
+            envelope = codec.loads(body.removeprefix(UTF8_BOM))
         except codec.JSONDecodeError as exc:
             raise EnvelopeError(400, f"body is not valid JSON: {exc}") from exc
         if not isinstance(envelope, dict):
@@ -366,13 +385,15 @@ class Collector:
     async def pixel(self, request: web.Request) -> web.Response:
         """``GET /v1/p.gif``: an event from a page without JavaScript; always the GIF."""
         query = request.query
-        aid, new_cookie = self.anonymous_id(request)
-        if query.get("aid") and not is_garbage_identifier(query["aid"]):
-            aid, new_cookie = query["aid"], False
-        response = web.Response(body=pages.GIF, content_type="image/gif", headers=NO_STORE)
-        if new_cookie:
-            self.set_cookie(response, request, aid)
         site = self.rules.rules.site(query.get("site_id", ""))
+        # The page's own aid (query) first, then the cookie, else a new one for both.
+        given = query.get("aid", "")
+        cookie = self.cookie_aid(request)
+        aid = given if given and not is_garbage_identifier(given) else cookie or str(uuid.uuid4())
+        response = web.Response(body=pages.GIF, content_type="image/gif", headers=NO_STORE)
+        self.set_cookie_if_absent(
+            response, request, site, aid if is_uuid_text(aid) else str(uuid.uuid4())
+        )
         source = "collector:/v1/p.gif"
         raw = dict(query)
         if site is None or not _same(query.get("key", ""), site.write_key):
@@ -397,7 +418,7 @@ class Collector:
             received_at=self.now(),
             user_agent=request.headers.get("User-Agent"),
         )
-        records = [
+        records: list[Record] = [
             (self.events_topic, _key(v), codec.dumps({**v, "source": "pixel"}))
             for v in result.accepted
         ]
@@ -469,10 +490,15 @@ class Collector:
                 "user_agent": request.headers.get("User-Agent", "")[:512],
             },
         )
-        site = self.rules.rules.site(_claimed_site_id(token) or "")
+        site = self._site_of(_claimed_site_id(token))
+        return record, site.fallback_url if site is not None else None
+
+    def _site_of(self, site_id: str | None) -> Site | None:
+        """A token's site; the only site when it names none (single-site deployments)."""
+        site = self.rules.rules.site(site_id or "")
         if site is None and len(self.rules.rules.sites) == 1:
             site = self.rules.rules.sites[0]
-        return record, site.fallback_url if site is not None else None
+        return site
 
     async def click(self, request: web.Request) -> web.StreamResponse:
         """``GET /c/{token}``: record ``email_click`` and redirect to the signed URL only."""
@@ -485,18 +511,17 @@ class Collector:
             if fallback:
                 raise web.HTTPFound(
                     fallback, headers={**NO_STORE, "Referrer-Policy": "no-referrer"}
-                )
+                ) from None
             return web.Response(
                 status=400, text=pages.BAD_LINK, content_type="text/html", headers=NO_STORE
             )
-        aid, new_cookie = self.anonymous_id(request)
+        aid = self.cookie_aid(request) or str(uuid.uuid4())
         event = self._email_event(request, claims, "email_click", aid)
         await self.deliver_best_effort([(self.events_topic, _key(event), codec.dumps(event))])
         self.metrics.accepted.labels(event["site_id"], "email_click").inc()
         assert claims.url is not None  # click tokens always carry one (links.verify checks)
         response = web.HTTPFound(claims.url, headers={**NO_STORE, "Referrer-Policy": "no-referrer"})
-        if new_cookie:
-            self.set_cookie(response, request, aid)
+        self.set_cookie_if_absent(response, request, self._site_of(claims.site_id), aid)
         raise response
 
     async def email_open(self, request: web.Request) -> web.Response:
@@ -509,8 +534,7 @@ class Collector:
             record, _ = self._bad_token(request, token, exc)
             await self.deliver_best_effort([record])
             return response
-        aid = request.cookies.get(COOKIE)
-        aid = aid if aid and _is_uuid(aid) else None
+        aid = self.cookie_aid(request)
         event = self._email_event(request, claims, "email_open", aid)
         await self.deliver_best_effort([(self.events_topic, _key(event), codec.dumps(event))])
         self.metrics.accepted.labels(event["site_id"], "email_open").inc()
@@ -533,10 +557,10 @@ class Collector:
             return web.Response(
                 status=400, text=pages.BAD_LINK, content_type="text/html", headers=html_headers
             )
-        aid = request.cookies.get(COOKIE)
-        aid = aid if aid and _is_uuid(aid) else None
+        aid = self.cookie_aid(request)
         event = self._email_event(request, claims, "unsubscribe", aid)
-        if request.method == "GET" and event.get("automated"):
+        # Not POST (GET, or HEAD from a link checker) and automated: ask a person to confirm.
+        if request.method != "POST" and event.get("automated"):
             return web.Response(
                 text=pages.confirm_unsubscribe(request.path),
                 content_type="text/html",
@@ -655,7 +679,7 @@ class Collector:
     async def profile(self, request: web.Request) -> web.Response:
         """``GET /v1/profile?aid=``: segments and active web triggers of a cookie (no PII)."""
         cors = self.cors_headers(request, None)
-        aid = request.query.get("aid") or request.cookies.get(COOKIE) or ""
+        aid = request.query.get("aid") or self.cookie_aid(request) or ""
         if not aid or is_garbage_identifier(aid) or len(aid) > 128:
             return _json({"error": "aid: required (the ma_aid cookie value)"}, 400, cors)
         if self.profiles is None or not self.profiles.ready:
@@ -769,12 +793,14 @@ def _claimed_site_id(token: str) -> str | None:
     return site if isinstance(site, str) else None
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return len(value) == 36
+_INDEX = re.compile(r"\[\d+\]")
+_FIRST_WORD = re.compile(r"[\w.\[\]-]+")
+
+
+def _reason(error: str) -> str:
+    """A bounded metric label for a rejection: its field path (``events[].url``) or reason word."""
+    match = _FIRST_WORD.match(error)
+    return _INDEX.sub("[]", match.group(0))[:60] if match else "other"
 
 
 __all__ = ["Collector", "EnvelopeError", "ProfileSource", "_is_http_url"]

@@ -13,7 +13,8 @@ GIF = (
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <meta name="robots" content="noindex"><title>{title}</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;color:#222}}
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:4rem auto;
+padding:0 1rem;color:#222}}
 button{{font:inherit;padding:.5rem 1rem}}</style></head>
 <body><h1>{title}</h1>{body}</body></html>
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -15,8 +16,10 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Serve until ``stop`` is set (or SIGINT/SIGTERM); drains in-flight requests on the way out."""
+async def serve(
+    settings: Settings, stop: asyncio.Event | None = None, *, handle_signals: bool = True
+) -> None:
+    """Serve until ``stop`` is set (or SIGINT/SIGTERM, or cancelled); drains in-flight requests."""
     collector = Collector(settings, RulesWatcher(settings.config))
     runner = web.AppRunner(collector.make_app(), access_log=None, handle_signals=False)
     await runner.setup()
@@ -27,11 +30,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     log.info("collector listening on http://%s:%d", settings.http_host, settings.http_port)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+    for sig in (signal.SIGINT, signal.SIGTERM) if handle_signals else ():
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
     try:
         await stop.wait()
     finally:

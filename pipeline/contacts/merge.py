@@ -4,7 +4,8 @@ Per field, the rules file names a source priority list (``title: [crm, form, imp
 from ``crm`` beats one from ``form``; sources not listed rank last) or ``latest`` (the most
 recent value wins). An empty value never overwrites a non-empty one. Consent: the latest
 statement wins, except that after an unsubscribe only the person (a ``form`` or ``identify``)
-can opt in again — a stale CRM sync cannot re-subscribe someone who clicked "unsubscribe". ``created_at`` keeps the earliest.
+can opt in again — a stale CRM sync cannot re-subscribe someone who clicked "unsubscribe".
+``created_at`` keeps the earliest.
 
 Example::
 
@@ -17,7 +18,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.clock import from_millis, to_millis
@@ -28,7 +29,10 @@ CORE_FIELDS = ("crm_status", "crm_id")
 
 
 def is_empty(value: Any) -> bool:
-    return value is None or value == "" or value == [] or value == {}
+    """None, blank (or whitespace-only) text, an empty list or mapping."""
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or value == [] or value == {}
 
 
 @dataclass
@@ -104,17 +108,17 @@ def apply_update(state: ContactState, update: dict[str, Any], merge: Merge, at_m
         if is_empty(value):
             continue  # an empty value never overwrites (and alone never sets) a field
         old = state.attributes.get(name)
-        if old is not None and old["v"] == value:
-            continue
         if _wins(merge.policy(name), old, source, at_ms):
+            # The same value from a winning source still takes the field over: a later
+            # lower-ranked update must not replace what a higher-ranked source confirmed.
+            changed |= old is None or old["v"] != value or old["src"] != source
             state.attributes[name] = {"v": value, "src": source, "at": at_ms}
-            changed = True
     consent = update.get("consent_email")
     if consent is not None:
         changed |= set_consent(state, bool(consent), source, at_ms)
     created = update.get("created_at")
     if created is not None:
-        created_ms = to_millis(created) if isinstance(created, datetime) else int(created)
+        created_ms = _millis(created)
         if state.created_at is None or created_ms < state.created_at:
             state.created_at = created_ms
             changed = True
@@ -124,6 +128,21 @@ def apply_update(state: ContactState, update: dict[str, Any], merge: Merge, at_m
     if changed:
         state.updated_at = max(state.updated_at, at_ms)
     return changed
+
+
+def _millis(value: Any) -> int:
+    """Epoch ms of a datetime, epoch ms, or ISO-8601 text (a datetime after a JSON round trip)."""
+    if isinstance(value, datetime):
+        return to_millis(value)
+    if isinstance(value, int | float):
+        return int(value)
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return to_millis(parsed)
 
 
 def set_consent(state: ContactState, consent: bool, source: str, at_ms: int) -> bool:

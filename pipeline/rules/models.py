@@ -16,6 +16,8 @@ from pipeline.rules.matching import EventMatch
 
 RuleId = str
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN = rf"(?:{_LABEL}\.)+{_LABEL}"
 
 
 class _Strict(BaseModel):
@@ -39,6 +41,13 @@ class Site(_Strict):
     fallback_url: str | None = Field(
         default=None, description="where a bad email link lands instead of a 400 page"
     )
+    cookie_domain: str | None = Field(
+        default=None,
+        description=(
+            "the domain the collector sets ma_aid on (e.g. acme.io): the one the tag uses, i.e. "
+            "its data-cookie-domain or else the site's registrable domain; unset: host-only"
+        ),
+    )
     rate_limit: RateLimit = Field(default_factory=RateLimit)
 
     @field_validator("allowed_origins")
@@ -48,6 +57,16 @@ class Site(_Strict):
             if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
                 raise ValueError(f"{origin!r} is not an origin like https://www.example.com")
         return value
+
+    @field_validator("cookie_domain")
+    @classmethod
+    def _cookie_domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        domain = value.strip().lower().removeprefix(".")
+        if not re.fullmatch(_DOMAIN, domain):
+            raise ValueError(f"{value!r} is not a domain like acme.io (no scheme, port or path)")
+        return domain
 
     @field_validator("fallback_url")
     @classmethod

@@ -45,6 +45,7 @@ class Profile:
     stage: str = "lead"
     caps: dict[str, list[int]] = field(default_factory=dict)  # rule → [bucket, count]
     attribute_points: dict[str, float] = field(default_factory=dict)
+    attribute_at: dict[str, int] = field(default_factory=dict)  # attribute rule → granted ms
     counts: dict[str, list[list[Any]]] = field(default_factory=dict)  # trigger → [[ms, id], …]
     fired: dict[str, int] = field(default_factory=dict)  # trigger rule → last fired ms
     sent: dict[str, list[int]] = field(default_factory=dict)  # channel → fired ms
@@ -60,6 +61,7 @@ class Profile:
             "stage": self.stage,
             "caps": self.caps,
             "attribute_points": self.attribute_points,
+            "attribute_at": self.attribute_at,
             "counts": self.counts,
             "fired": self.fired,
             "sent": self.sent,
@@ -159,12 +161,20 @@ def score_attributes(
         applied = profile.attribute_points.get(rule.id)
         if holds and applied is None:
             profile.attribute_points[rule.id] = rule.points
+            profile.attribute_at[rule.id] = at_ms
             _add(profile, rule.points, at_ms, scoring)
             deltas.append(ScoreDelta(rule.id, rule.points, None, profile.score, profile.stage))
         elif not holds and applied is not None:
             del profile.attribute_points[rule.id]
-            _add(profile, -applied, at_ms, scoring)
-            deltas.append(ScoreDelta(rule.id, -applied, None, profile.score, profile.stage))
+            # Withdraw what the grant is still worth: its points have decayed with the rest of
+            # the score since it was granted (withdrawing them whole would push the score below
+            # what the contact's behaviour earned).
+            granted = profile.attribute_at.pop(rule.id, None)
+            points = applied
+            if granted is not None:
+                points = round(decayed(applied, granted, at_ms, scoring.half_life), 6)
+            _add(profile, -points, at_ms, scoring)
+            deltas.append(ScoreDelta(rule.id, -points, None, profile.score, profile.stage))
     return deltas
 
 

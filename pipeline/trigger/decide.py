@@ -8,7 +8,9 @@
 Every occurrence passes ``once_per`` (none: once ever); every firing re-checks ``requires``,
 ``suppress_if``, the channel's frequency cap, consent, and ``cancel_if``. ``cancel_if`` looks at
 matching events since the cause minus the rule's look-back (``once_per``, else 30 days), so a
-trial sign-up yesterday cancels today's "offer a trial" as well as one made after it.
+trial sign-up yesterday cancels today's "offer a trial" as well as one made after it. The
+``email`` channel always needs consent and no hard bounce, whether or not the rule requires
+``consent_email``. A delayed trigger meets its channel's frequency cap when it fires.
 
 Trigger ids are ``uuid5(TRIGGER_NAMESPACE, "rule|subject|cause event")``: a replay of the same
 input yields the same ids.
@@ -87,9 +89,15 @@ def applies(rule: TriggerRule, subject: Subject) -> bool:
 
 
 def blocked(
-    rule: TriggerRule, subject: Subject, profile: Profile, rules: Triggers, now_ms: int
+    rule: TriggerRule,
+    subject: Subject,
+    profile: Profile,
+    rules: Triggers,
+    now_ms: int,
+    *,
+    frequency: bool = True,
 ) -> str | None:
-    """Why a trigger may not fire now, or None."""
+    """Why a trigger may not fire now, or None (``frequency``: also check the channel's cap)."""
     if "identified" in rule.requires and not subject.identified:
         return "not_identified"
     if "anonymous" in rule.requires and subject.identified:
@@ -97,14 +105,15 @@ def blocked(
     if rule.channel == "email":
         if subject.email_blocked:
             return subject.email_blocked
-        if "consent_email" in rule.requires and not subject.consent_email:
+        # Automated mail needs consent whatever the rule says (an unsubscribe stops it at once).
+        if not subject.consent_email:
             return "no_consent"
     elif "consent_email" in rule.requires and not subject.consent_email:
         return "no_consent"
     if subject.crm_status and subject.crm_status in rule.suppress_if.crm_status:
         return f"suppressed:{subject.crm_status}"
     cap = rules.frequency_caps.get(rule.channel)
-    if cap is not None:
+    if cap is not None and frequency:
         recent = [t for t in profile.sent.get(rule.channel, []) if now_ms - t < _ms(cap.per)]
         profile.sent[rule.channel] = recent
         if len(recent) >= cap.max:
@@ -139,12 +148,15 @@ def _occur(
     if _cancelled(rule, profile, cause_ms):
         outcome.skipped.append((rule.id, "cancel_if"))
         return outcome
-    reason = blocked(rule, subject, profile, rules, cause_ms)
+    # A delayed trigger meets the frequency cap when it is sent (``fire_due``), not now: today's
+    # full cap says nothing about tomorrow's.
+    reason = blocked(rule, subject, profile, rules, cause_ms, frequency=not rule.delay)
     if reason is not None:
         outcome.skipped.append((rule.id, reason))
         return outcome
+    cause = cause_ids[-1] if cause_ids else str(cause_ms)
     pending = {
-        "trigger_id": trigger_id(rule.id, subject.key, cause_ids[-1] if cause_ids else str(cause_ms)),
+        "trigger_id": trigger_id(rule.id, subject.key, cause),
         "rule": rule.id,
         "cause_at": cause_ms,
         "due_at": cause_ms + _ms(rule.delay),

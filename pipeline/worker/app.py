@@ -13,8 +13,8 @@ lives on the same worker)::
                                                                ma.triggers, ma.identities
 
 State lives in Faust tables (``MA_STORE``: RocksDB, or memory in tests) changelogged to Kafka,
-written with the key's own partitioner so batches and timers may update them. A timer fires
-delayed triggers when due, from the ``*-due`` index tables.
+changelogged with the key's own partitioner. A timer finds delayed triggers that are due (the
+``*-due`` index tables) and sends a ``due`` tick to the subject's agent, which fires them.
 """
 
 from __future__ import annotations
@@ -22,11 +22,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
 import faust
 from aiohttp import web
+
+# Faust's RocksDB store files each write under the *current event's* partition. In a batch
+# (take_events) that would be the batch's last event, so each message is made current while
+# it is processed: its key and partition are those of the state it touches.
+from faust.streams import _current_event
 
 from pipeline import codec
 from pipeline.clock import Clock, to_millis
@@ -65,6 +71,7 @@ OUTPUT_TOPICS = ("identities", "scores", "triggers", "contacts", "contact-update
                  CONTACT_WORK, COOKIE_COMMANDS)  # fmt: skip
 BATCH = 500
 BATCH_WITHIN = 0.01
+TICK_RESEND = 5.0  # seconds before a due tick is sent again if the first was not handled
 SINK_BATCH = 20_000
 SINK_WITHIN = 1.0
 SINK_TOPICS = (CONTACT_WORK, "identities", "contacts", "scores", "triggers")
@@ -127,6 +134,7 @@ class Worker:
         self.cookie_due = table("cookie-due")
         self.contact_due = table("contact-due")
         self.cookie_topics = settings.topic(COOKIE_COMMANDS)
+        self._ticked: dict[tuple[str, str], float] = {}
         self.updates_topic = settings.topic("contact-updates")
 
         app.agent(stitch_in, name="stitch")(self._stitch_agent)
@@ -152,7 +160,8 @@ class Worker:
             self.metrics.produced.labels(out.topic).inc()
 
     def dead_letter(self, source: str, exc: BaseException, payload: bytes | None) -> None:
-        log.error("%s: %s", source, "".join(traceback.format_exception_only(exc)).strip())
+        log.error("%s: %s", source, "".join(traceback.format_exception_only(exc)).strip(),
+                  exc_info=exc)  # fmt: skip
         try:
             decoded: Any = codec.loads(payload) if payload else None
         except ValueError:
@@ -194,13 +203,21 @@ class Worker:
             counters = Counters()
             for event in batch:
                 message = event.message
+                _current_event.set(weakref.ref(event))
                 try:
                     key = message.key.decode() if message.key else None
                     value = codec.loads(message.value)
                     if message.topic == self.cookie_topics:
+                        if key is None:
+                            raise ValueError("cookie command without a key")
                         record = CookieRecord.from_dict(self._load(self.cookies, key))
-                        cookie_command(record, value)
+                        if value.get("k") == "due":
+                            self.emit(due_step(record, rules, int(value["at"]), counters,
+                                               anonymous_id=key))  # fmt: skip
+                        else:
+                            cookie_command(record, value)
                         self._store(self.cookies, key, record.to_dict())
+                        self._index_due(self.cookie_due, key, record.profile.pending)
                         continue
                     aid = value.get("anonymous_id")
                     if aid is None:  # no cookie: nothing to remember per key
@@ -223,6 +240,7 @@ class Worker:
             counters = Counters()
             for event in batch:
                 message = event.message
+                _current_event.set(weakref.ref(event))
                 try:
                     key = message.key.decode() if message.key else None
                     value = codec.loads(message.value)
@@ -233,7 +251,10 @@ class Worker:
                     if key is None:
                         raise ValueError("contact-work message without a key")
                     record = ContactRecord.from_dict(key, self._load(self.contacts, key))
-                    self.emit(contact_step(record, value, rules, counters))
+                    if value.get("k") == "due":
+                        self.emit(due_step(record, rules, int(value["at"]), counters))
+                    else:
+                        self.emit(contact_step(record, value, rules, counters))
                     self._store(self.contacts, key, record.to_dict())
                     self._index_due(self.contact_due, key, record.profile.pending)
                 except Exception as exc:  # noqa: BLE001 - one bad message never stops the agent
@@ -289,37 +310,28 @@ class Worker:
 
     # -- timers -------------------------------------------------------------------------------
     async def _fire_due(self) -> None:
-        """Fire delayed triggers that are due (state, not sleeping coroutines)."""
+        """Delayed triggers are state: find the due ones and have their agent fire them.
+
+        The timer only reads the ``*-due`` indexes and sends a ``due`` tick keyed by the
+        subject; the agent owning that key fires in-stream (re-checking every condition), so
+        all state changes happen in order with the subject's other messages.
+        """
         if self.app.rebalancing or getattr(self.app, "in_recovery", False):
             return
         now = to_millis(self.clock.now())
-        rules = self.rules.rules
-        counters = Counters()
-        fired = False
-        for due_table, table, kind in ((self.contact_due, self.contacts, "contact"),
-                                       (self.cookie_due, self.cookies, "cookie")):  # fmt: skip
-            due_keys = [k.decode() for k, v in list(due_table.items())
-                        if v is not None and int(v) <= now]  # fmt: skip
-            for key in due_keys:
-                try:
-                    data = self._load(table, key)
-                    if data is None:
-                        due_table.pop(key.encode(), None)
-                        continue
-                    if kind == "contact":
-                        record: ContactRecord | CookieRecord = ContactRecord.from_dict(key, data)
-                        self.emit(due_step(record, rules, now, counters))
-                    else:
-                        record = CookieRecord.from_dict(data)
-                        self.emit(due_step(record, rules, now, counters, anonymous_id=key))
-                    self._store(table, key, record.to_dict())
-                    self._index_due(due_table, key, record.profile.pending)
-                    fired = True
-                except Exception as exc:  # noqa: BLE001
-                    self.dead_letter(f"worker:due-{kind}", exc, codec.dumps({"key": key}))
-        if fired:
-            self._count(counters)
-            await self.app.producer.flush()
+        monotonic = asyncio.get_running_loop().time()
+        for due_table, topic in ((self.contact_due, CONTACT_WORK),
+                                 (self.cookie_due, COOKIE_COMMANDS)):  # fmt: skip
+            for raw_key, raw_due in list(due_table.items()):
+                if raw_due is None or int(raw_due) > now:
+                    continue
+                key = raw_key.decode()
+                if self._ticked.get((topic, key), 0) > monotonic:
+                    continue  # a tick is on its way
+                self._ticked[(topic, key)] = monotonic + TICK_RESEND
+                self.emit([Out(topic, key, {"k": "due", "at": now})])
+        if len(self._ticked) > 10_000:
+            self._ticked = {k: v for k, v in self._ticked.items() if v > monotonic}
 
     async def _reload_rules(self) -> None:
         refusals = self.rules.refusals

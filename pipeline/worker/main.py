@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from faust.worker import Worker as FaustWorker
@@ -22,14 +23,26 @@ class _FaustWorker(FaustWorker):  # type: ignore[misc]
         log.info("%s: partitions assigned, tables recovered, agents running", READY)
 
 
-def run_worker(settings: Settings) -> None:
-    """Create the topics, then run the Faust worker until SIGINT/SIGTERM."""
+def prepare(settings: Settings) -> Worker:
+    """Create the topics and the ClickHouse schema, and build the worker."""
     asyncio.run(ensure_topics(settings))
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     worker = Worker(settings, RulesWatcher(settings.config))
     applied = worker.migrate()
     if applied:
         log.info("ClickHouse schema applied: %s", ", ".join(applied))
-    _FaustWorker(
-        worker.app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False
-    ).execute_from_commandline()
+    return worker
+
+
+def execute(worker: Worker) -> None:
+    """Run the Faust worker until SIGINT/SIGTERM."""
+    settings = worker.settings
+    with contextlib.suppress(SystemExit):
+        _FaustWorker(
+            worker.app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False
+        ).execute_from_commandline()
+
+
+def run_worker(settings: Settings) -> None:
+    """``ma-pipeline worker``."""
+    execute(prepare(settings))

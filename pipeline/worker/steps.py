@@ -275,6 +275,8 @@ def contact_step(
         return _score_out([delta], contact_id, None, at) + _trigger_out(outcome, subject, counters)
     if kind == "linked":
         return _track_cookie(record, message["aid"], int(message["at"]), rules)
+    if kind == "due":
+        return due_step(record, rules, int(message["at"]), counters)
     if kind == "unlinked":
         record.cookies = [c for c in record.cookies if c[0] != message["aid"]]
         return []

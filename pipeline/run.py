@@ -1,0 +1,56 @@
+"""``ma-pipeline run``: the whole pipeline on one machine, in one command.
+
+Starts the local Kafka broker (unless ``MA_KAFKA_BOOTSTRAP`` names one), creates the topics and
+the ClickHouse schema, then runs the worker and the collector in one process (one event loop),
+with embedded ClickHouse. Ctrl-C stops them cleanly, and the broker if this command started it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pipeline.broker import LocalBroker
+from pipeline.clickhouse import describe_url
+from pipeline.collect.server import serve
+from pipeline.settings import Settings
+from pipeline.worker.main import execute, prepare
+
+log = logging.getLogger(__name__)
+
+
+def run_all(settings: Settings) -> None:
+    broker = LocalBroker(settings) if settings.uses_local_broker else None
+    started_broker = False
+    if broker is not None:
+        if broker.pid() is None:
+            if not broker.fetched():
+                _say(f"fetching Apache Kafka {broker.version} from Maven Central (first run) …")
+            broker.start()
+            started_broker = True
+        _say(f"broker     {broker.bootstrap} (local KRaft, data in {broker.home})")
+    else:
+        _say(f"broker     {settings.bootstrap}")
+    try:
+        worker = prepare(settings)
+
+        async def collector() -> None:
+            await serve(settings, handle_signals=False)
+
+        worker.app.task(collector)
+        _say(f"collector  http://{settings.http_host}:{settings.http_port}  (try /t.js, /healthz)")
+        _say(f"worker API {settings.worker_api}  (ma-pipeline query, segments)")
+        _say(f"ClickHouse {describe_url(settings.clickhouse_url)}, database {settings.clickhouse_database}")
+        _say(f"rules      {settings.config} (reloaded on change)")
+        _say("Ctrl-C stops everything.")
+        execute(worker)
+    finally:
+        if broker is not None and started_broker:
+            _say("stopping the local broker …")
+            broker.stop()
+        _say("stopped.")
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"ma-pipeline: {text}\n")
+    sys.stderr.flush()
