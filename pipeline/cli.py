@@ -134,6 +134,169 @@ def worker(ctx: click.Context) -> None:
     run_worker(_settings(ctx))
 
 
+# -- analysts ---------------------------------------------------------------------------------
+def _parse_params(params: tuple[str, ...]) -> dict[str, str]:
+    parsed = {}
+    for item in params:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--param")
+        parsed[name] = value
+    return parsed
+
+
+def _print_rows(columns: list[str], rows: list[list[Any]], fmt: str, out: Any) -> None:
+    import csv
+
+    from pipeline import codec
+
+    if fmt == "json":
+        for row in rows:
+            out.write(codec.dumps(dict(zip(columns, row, strict=True))).decode() + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([codec.dumps(v).decode() if isinstance(v, dict | list) else v
+                             for v in row])  # fmt: skip
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*(str(v) for v in row))
+        Console(file=out).print(table)
+
+
+@main.command()
+@click.argument("sql")
+@click.option("--param", "params", multiple=True, help="a query parameter NAME=VALUE ({NAME:Type})")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.pass_context
+def query(ctx: click.Context, sql: str, params: tuple[str, ...], fmt: str) -> None:
+    """Run a read-only SQL query against the analyst tables (database MA_CLICKHOUSE_DATABASE)."""
+    from pipeline.warehouse import QueryError, run_query
+
+    try:
+        columns, rows = _run(run_query(_settings(ctx), sql, _parse_params(params)))
+    except QueryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_rows(columns, rows, fmt, sys.stdout)
+
+
+@main.group()
+def segments() -> None:
+    """Lists of contacts defined in the rules file (MA_CONFIG)."""
+
+
+def _segment(ctx: click.Context, name: str) -> Any:
+    from pipeline.rules import RulesError, load_rules
+    from pipeline.segments import compile_segment
+
+    settings = _settings(ctx)
+    try:
+        rules = load_rules(settings.config)
+    except RulesError as exc:
+        raise click.ClickException(str(exc)) from exc
+    segment = rules.segment(name)
+    if segment is None:
+        known = ", ".join(s.name for s in rules.segments) or "none"
+        raise click.ClickException(f"no segment {name!r} in {settings.config} (known: {known})")
+    return compile_segment(segment, settings.clickhouse_database)
+
+
+@segments.command("list")
+@click.pass_context
+def segments_list(ctx: click.Context) -> None:
+    """Name and description of every segment."""
+    from pipeline.rules import RulesError, load_rules
+
+    try:
+        rules = load_rules(_settings(ctx).config)
+    except RulesError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for segment in rules.segments:
+        kind = "sql" if segment.sql else "rules"
+        click.echo(f"{segment.name}\t{kind}\t{segment.description or ''}")
+
+
+@segments.command("count")
+@click.argument("name")
+@click.pass_context
+def segments_count(ctx: click.Context, name: str) -> None:
+    """How many contacts are in a segment now."""
+    from pipeline.warehouse import QueryError, run_query
+
+    compiled = _segment(ctx, name)
+    try:
+        _, rows = _run(run_query(_settings(ctx), compiled.count_sql(), compiled.parameters))
+    except QueryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(rows[0][0])
+
+
+@segments.command("export")
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="file (default stdout)")
+@click.pass_context
+def segments_export(ctx: click.Context, name: str, fmt: str, out: str | None) -> None:
+    """The contacts of a segment with their attributes, score and stage."""
+    from pipeline.warehouse import QueryError, run_query
+
+    settings = _settings(ctx)
+    compiled = _segment(ctx, name)
+    try:
+        columns, rows = _run(run_query(settings, compiled.export_sql(settings.clickhouse_database),
+                                       compiled.parameters))  # fmt: skip
+    except QueryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if out:
+        with open(out, "w", encoding="utf-8", newline="") as handle:
+            _print_rows(columns, rows, fmt, handle)
+        click.echo(f"{len(rows)} contacts written to {out}", err=True)
+    else:
+        _print_rows(columns, rows, fmt, sys.stdout)
+
+
+# -- links -------------------------------------------------------------------------------------
+@main.group()
+def links() -> None:
+    """Signed per-recipient email links."""
+
+
+@links.command("sign")
+@click.option("--email", help="the recipient's email (the contact id is derived from it)")
+@click.option("--contact-id", help="the recipient's contact id (instead of --email)")
+@click.option("--url", help="where a click lands (required for click links)")
+@click.option("--purpose", type=click.Choice(["click", "open", "unsubscribe"]), default="click")
+@click.option("--campaign", help="campaign id")
+@click.option("--site", help="site id (its fallback URL is used for bad links)")
+@click.option("--link-id", help="which link of the mail (for scanner burst detection)")
+@click.option("--ttl", default="90d", show_default=True, help="validity, e.g. 30d")
+@click.pass_context
+def links_sign(ctx: click.Context, email: str | None, contact_id: str | None, url: str | None,
+               purpose: str, campaign: str | None, site: str | None, link_id: str | None,
+               ttl: str) -> None:  # fmt: skip
+    """Print a signed link (sign at send time: the issue time stands for the send time)."""
+    from pipeline import contact_id_for
+    from pipeline import links as signing
+    from pipeline.rules import parse_duration
+
+    settings = _settings(ctx)
+    if (email is None) == (contact_id is None):
+        raise click.UsageError("give exactly one of --email, --contact-id")
+    contact = contact_id or str(contact_id_for(email or ""))
+    try:
+        token = signing.sign(contact_id=contact, purpose=purpose, url=url, campaign_id=campaign,  # type: ignore[arg-type]
+                             site_id=site, link_id=link_id, keys=settings.link_keys,
+                             ttl=parse_duration(ttl))  # fmt: skip
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(signing.link_url(settings.public_url, token, purpose))  # type: ignore[arg-type]
+
+
 def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 

@@ -64,6 +64,8 @@ class ClickHouse:
     """A ClickHouse connection used from asyncio: every call runs on one dedicated thread."""
 
     def __init__(self, url: str, database: str) -> None:
+        if not database.replace("_", "").isalnum() or database[0].isdigit():
+            raise ValueError(f"invalid ClickHouse database name {database!r}")
         self.url = url
         self.database = database
         self.embedded = url.startswith("chdb://")
@@ -72,7 +74,15 @@ class ClickHouse:
 
     def _get(self) -> Client:
         if self._client is None:
-            self._client = open_client(self.url)
+            # The database is the default for unqualified names (raw SQL segments, analysts'
+            # queries); it is created first so that the client may select it.
+            bootstrap = open_client(self.url)
+            try:
+                bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+            finally:
+                if not self.embedded:
+                    bootstrap.close()
+            self._client = open_client(self.url, database=self.database)
         return self._client
 
     def call(self, fn: Callable[[Client], T]) -> T:
