@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,6 +12,7 @@ import click
 from pipeline.broker import BrokerError, LocalBroker
 from pipeline.clickhouse import connect, describe_url
 from pipeline.clickhouse.migrate import migrate as apply_migrations
+from pipeline.kafka import BrokerUnavailable
 from pipeline.logs import configure
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
@@ -258,6 +260,108 @@ def segments_export(ctx: click.Context, name: str, fmt: str, out: str | None) ->
         click.echo(f"{len(rows)} contacts written to {out}", err=True)
     else:
         _print_rows(columns, rows, fmt, sys.stdout)
+
+
+# -- contacts ---------------------------------------------------------------------------------
+@main.group()
+def contacts() -> None:
+    """Contact data: imports."""
+
+
+@contacts.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--source", required=True, help="the source name the merge rules rank, e.g. import")
+@click.option("--map", "maps", multiple=True, metavar="COLUMN=FIELD",
+              help="rename a column (COLUMN= drops it); repeatable")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="write every problem (line: message) to this file")
+@click.pass_context
+def contacts_import(ctx: click.Context, file: Path, source: str, maps: tuple[str, ...],
+                    report: Path | None) -> None:  # fmt: skip
+    """Stream FILE.csv onto ma.contact-updates (bad rows reported by line and skipped)."""
+    from rich.progress import BarColumn, Progress, TransferSpeedColumn
+
+    from pipeline.contacts.importer import import_csv, parse_mapping
+
+    try:
+        mapping = parse_mapping(maps)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--map") from exc
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  "[progress.percentage]{task.percentage:>3.0f}%", TransferSpeedColumn(),
+                  transient=True) as progress:  # fmt: skip
+        task = progress.add_task(f"importing {file.name}", total=file.stat().st_size)
+        try:
+            result = _run(import_csv(_settings(ctx), file, source=source, mapping=mapping,
+                                     on_progress=lambda done: progress.update(task, completed=done)))  # fmt: skip
+        except (ValueError, BrokerUnavailable) as exc:
+            raise click.ClickException(str(exc)) from exc
+    for problem in result.problems[:20]:
+        click.echo(f"skipped {problem}", err=True)
+    if len(result.problems) > 20:
+        click.echo(f"… and {result.skipped - 20} more skipped rows", err=True)
+    if report is not None:
+        report.write_text("".join(f"{p}\n" for p in result.problems))
+    click.echo(f"{result.rows} rows: {result.imported} imported, {result.skipped} skipped")
+
+
+@main.command()
+@click.argument("email")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="wait until ClickHouse confirms the erasure")
+@click.option("--timeout", default=120.0, show_default=True, help="seconds to wait")
+@click.pass_context
+def forget(ctx: click.Context, email: str, wait: bool, timeout: float) -> None:
+    """Erase a person everywhere: worker state, compacted topics, ClickHouse."""
+    import uuid
+
+    from pipeline import contact_id_for
+    from pipeline.identity import normalize_email
+    from pipeline.kafka import JsonProducer
+    from pipeline.warehouse import QueryError, run_query
+
+    settings = _settings(ctx)
+    contact_id = str(contact_id_for(normalize_email(email)))
+    erasure_id = str(uuid.uuid4())
+
+    async def request() -> None:
+        producer = JsonProducer(settings, client_id="ma-forget")
+        await producer.start(give_up_after=10)
+        try:
+            await producer.send_json(settings.topic("contact-updates"), contact_id, {
+                "contact_id": contact_id, "op": "forget", "source": "forget",
+                "received_at": settings.clock().now(), "erasure_id": erasure_id,
+            })  # fmt: skip
+        finally:
+            await producer.stop()
+
+    async def confirmed() -> bool:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                _, rows = await run_query(
+                    settings, f"SELECT rows_deleted FROM {settings.clickhouse_database}.erasures "
+                    "WHERE erasure_id = {e:String}", {"e": erasure_id})  # fmt: skip
+            except QueryError:
+                rows = []
+            if rows:
+                click.echo(f"erased: {rows[0][0]} rows deleted from ClickHouse")
+                return True
+            await asyncio.sleep(1)
+        return False
+
+    try:
+        _run(request())
+    except BrokerUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"erasure {erasure_id} requested (contact {contact_id})")
+    if wait and not _run(confirmed()):
+        raise click.ClickException(
+            f"the erasure was requested but not confirmed within {timeout:.0f}s: is the worker "
+            "running? It completes when the worker processes it."
+        )
 
 
 # -- links -------------------------------------------------------------------------------------

@@ -69,6 +69,10 @@ class SinkWriter:
                 except Exception:  # noqa: BLE001
                     log.debug("reset failed", exc_info=True)
 
+    async def erase(self, request: dict[str, Any]) -> int:
+        """Delete every row of an erased contact (``ma-pipeline forget``); record the erasure."""
+        return await self._retrying("erasure", lambda c: _erase(c, self.database, request))
+
     def _insert(self, client: Client, table: str, rows: list[tuple[Any, ...]], token: str) -> int:
         columns = TABLE_COLUMNS[table]
         id_column = ID_COLUMNS.get(table)
@@ -88,3 +92,43 @@ class SinkWriter:
             client.insert(f"{self.database}.{table}", rows, column_names=list(columns),
                           settings={"insert_deduplication_token": token})  # fmt: skip
         return len(rows)
+
+
+#: What ``erase`` deletes: (table, condition). ``{c}`` is the contact, ``{a}`` its cookies.
+ERASE = (
+    ("events", "contact_id = {c:String} OR (anonymous_id IN {a:Array(String)} AND pre_identification = 1)"),
+    ("identities", "contact_id = {c:String} OR previous_contact_id = {c:String}"),
+    ("score_changes", "contact_id = {c:String} OR anonymous_id IN {a:Array(String)}"),
+    ("score_state", "contact_id = {c:String}"),
+    ("triggers", "contact_id = {c:String} OR anonymous_id IN {a:Array(String)}"),
+)
+
+
+def _erase(client: Client, database: str, request: dict[str, Any]) -> int:
+    params = {"c": request["contact_id"], "a": list(request.get("cookies") or [])}
+    deleted = 0
+    for table, condition in ERASE:
+        where = condition
+        deleted += int(client.query(
+            f"SELECT count() FROM {database}.{table} WHERE {where}", parameters=params  # noqa: S608
+        ).result_rows[0][0])  # fmt: skip
+        client.command(f"DELETE FROM {database}.{table} WHERE {where}", parameters=params)  # noqa: S608
+    # contact_versions holds the email: rewrite its parts so nothing stays on disk
+    deleted += int(client.query(
+        f"SELECT count() FROM {database}.contact_versions WHERE contact_id = {{c:String}}",  # noqa: S608
+        parameters=params).result_rows[0][0])  # fmt: skip
+    client.command(
+        f"ALTER TABLE {database}.contact_versions DELETE WHERE contact_id = {{c:String}}",
+        parameters=params, settings={"mutations_sync": 2},
+    )  # fmt: skip
+    erasure_id = str(request.get("erasure_id") or "")
+    digest = hashlib.sha256(f"{erasure_id}|{request['contact_id']}".encode()).hexdigest()
+    client.insert(f"{database}.erasures", [(erasure_id, digest, _now(), deleted)],
+                  column_names=["erasure_id", "contact_hash", "requested_at", "rows_deleted"])  # fmt: skip
+    return deleted
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

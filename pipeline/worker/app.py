@@ -254,7 +254,11 @@ class Worker:
                     if value.get("k") == "due":
                         self.emit(due_step(record, rules, int(value["at"]), counters))
                     else:
-                        self.emit(contact_step(record, value, rules, counters))
+                            self.emit(contact_step(record, value, rules, counters))
+                    if record.erased:
+                        self._store(self.contacts, key, None)
+                        self._index_due(self.contact_due, key, [])
+                        continue
                     self._store(self.contacts, key, record.to_dict())
                     self._index_due(self.contact_due, key, record.profile.pending)
                 except Exception as exc:  # noqa: BLE001 - one bad message never stops the agent
@@ -278,6 +282,7 @@ class Worker:
         prefix = len(self.settings.topic_prefix)
         async for batch in stream.take_events(SINK_BATCH, within=SINK_WITHIN):
             rows: list[tuple[str, tuple[Any, ...]]] = []
+            erasures: list[dict[str, Any]] = []
             spans: dict[tuple[str, int], list[int]] = {}
             for event in batch:
                 message = event.message
@@ -285,6 +290,9 @@ class Worker:
                 span[0], span[1] = min(span[0], message.offset), max(span[1], message.offset)
                 try:
                     value = codec.loads(message.value) if message.value else None
+                    if value is not None and value.get("k") == "erase":
+                        erasures.append(value)
+                        continue
                     rows += rows_for(message.topic[prefix:], value)
                 except Exception as exc:  # noqa: BLE001 - a bad record never blocks the sink
                     self.dead_letter("worker:sink", exc, message.value)
@@ -294,6 +302,9 @@ class Worker:
             self.metrics.sink_seconds.observe(asyncio.get_running_loop().time() - started)
             for table, count in written.items():
                 self.metrics.sink_rows.labels(table).inc(count)
+            for erasure in erasures:
+                await self.writer.erase(erasure)
+                self.metrics.decisions.labels("erasures").inc()
 
     async def _serve_api(self) -> None:
         if not self.web:

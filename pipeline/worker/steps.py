@@ -212,6 +212,7 @@ class ContactRecord:
     profile: Profile = field(default_factory=Profile)
     cookies: list[list[Any]] = field(default_factory=list)  # [[anonymous_id, linked ms]]
     absorbed: list[str] = field(default_factory=list)  # cookies whose history joined
+    erased: bool = False  # ``forget``: the agent deletes the state
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -257,6 +258,8 @@ def contact_step(
     contact_id = record.contact.contact_id
     if kind == "event":
         return _contact_event(record, message["e"], rules, counters)
+    if kind == "update" and message.get("op") == "forget":
+        return _forget(record, message)
     if kind == "update":
         return _contact_update(record, message, rules, counters)
     if kind == "absorb":
@@ -281,6 +284,25 @@ def contact_step(
         record.cookies = [c for c in record.cookies if c[0] != message["aid"]]
         return []
     raise ValueError(f"unknown contact-work message kind {kind!r}")
+
+
+def _forget(record: ContactRecord, request: dict[str, Any]) -> list[Out]:
+    """Erase a contact: its state, its compacted record, its cookies' links, its rows.
+
+    The contact's cookies are flagged (never linked again), ``ma.contacts`` gets a tombstone and
+    the sink is told which rows to delete. Nothing of the request names the email.
+    """
+    contact_id = record.contact.contact_id
+    cookies = sorted({c[0] for c in record.cookies} | set(record.absorbed))
+    record.erased = True
+    outs = [Out("contacts", contact_id, None)]
+    outs += [Out(COOKIE_COMMANDS, aid, {"k": "forget", "contact_id": contact_id}) for aid in cookies]
+    outs.append(Out(CONTACT_WORK, contact_id, {
+        "k": "erase", "contact_id": contact_id, "cookies": cookies,
+        "erasure_id": request.get("erasure_id") or request.get("event_id"),
+        "at": request.get("received_at"),
+    }))  # fmt: skip
+    return outs
 
 
 def _contact_event(record: ContactRecord, event: dict[str, Any], rules: Rules,
@@ -361,3 +383,8 @@ def cookie_command(record: CookieRecord, command: dict[str, Any]) -> None:
     if command.get("k") == "unlink" and record.cookie.contact_id == command.get("contact_id"):
         record.cookie.contact_id = None
         record.cookie.linked_at = None
+    elif command.get("k") == "forget":
+        # The person was erased: this cookie forgets them and is never linked again, so its
+        # later events stay anonymous instead of re-attaching to anyone.
+        record.cookie = Cookie(flagged=True, ever_linked=True)
+        record.profile = Profile(seen=record.profile.seen)
