@@ -1,24 +1,42 @@
 """A real worker (``ma-pipeline worker`` in a child process) beside a real collector.
 
-The worker owns its own chDB path (one process per chDB path), so tests read ClickHouse
-through the worker's API, as analysts do.
+``stack`` is module-scoped: one collector, one worker and one topic prefix per test module; each
+test uses its own cookies and emails, so tests stay independent while the worker starts once.
+The worker owns its chDB path (one process per chDB path), so tests read ClickHouse through the
+worker's API, as analysts do. Time is shared through a clock file (``MA_CLOCK_FILE``): the
+collector stamps events with it and the worker fires delayed triggers by it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from pipeline import codec
+from pipeline import codec, links
+from pipeline.clock import FileClock
+from pipeline.collect.app import Collector
+from pipeline.rules import RulesWatcher
 from pipeline.settings import Settings
+from pipeline.topics import ensure_topics
+from tests.conftest import REPO, free_port
 from tests.integration.collect.conftest import RunningCollector, collector  # noqa: F401
+from tests.kafka_helpers import TopicReader
 from tests.processes import Process
 
 READY = "worker ready"
+SITE = "acme"
+WRITE_KEY = "wk_acme_public_7d1f3a"
+SERVER_KEY = "sk_acme_secret_4b9e0c6a2f8d"
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0.0.0 Safari/537.36"
 
 
 def worker_settings(settings: Settings, tmp_path: Path) -> Settings:
@@ -32,7 +50,7 @@ def start_worker(settings: Settings, log: Path) -> Process:
 
 
 @pytest.fixture
-def worker(topics: Settings, tmp_path: Path) -> Iterator[Process]:
+def worker(topics: Settings, tmp_path: Path) -> Any:
     process = start_worker(worker_settings(topics, tmp_path), tmp_path / "worker.log")
     yield process
     process.stop()
@@ -47,3 +65,111 @@ async def query(settings: Settings, sql: str, **parameters: Any) -> list[list[An
         assert response.status == 200, body
         rows: list[list[Any]] = body["rows"]
         return rows
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 30, every: float = 0.3) -> Any:
+    """Await ``check()`` until it returns something truthy (or fail with its last value)."""
+    result = None
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                result = await check()
+            except AssertionError:
+                result = None
+            if result:
+                return result
+            await asyncio.sleep(every)
+
+
+@dataclass
+class Stack:
+    """A collector and a worker on one topic prefix, with a shared, movable clock."""
+
+    settings: Settings
+    collector: Collector
+    url: str
+    http: aiohttp.ClientSession
+    clock: FileClock
+    worker: Process
+    tmp: Path
+
+    async def send(self, *events: dict[str, Any], server: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {"site_id": SITE, "events": list(events)}
+        headers = {"User-Agent": BROWSER_UA}
+        if server:
+            headers["Authorization"] = f"Bearer {SERVER_KEY}"
+        else:
+            body["write_key"] = WRITE_KEY
+        response = await self.http.post(f"{self.url}/v1/batch", json=body, headers=headers)
+        result: dict[str, Any] = await response.json()
+        assert response.status == 200 and not result["rejected"], result
+        return result
+
+    async def contacts(self, source: str, *contacts: dict[str, Any]) -> None:
+        response = await self.http.post(
+            f"{self.url}/v1/contacts", json={"source": source, "contacts": list(contacts)},
+            headers={"Authorization": f"Bearer {SERVER_KEY}"})
+        assert response.status == 200, await response.text()
+
+    async def click(self, aid: str | None, contact_id: str, *, url: str = "https://www.acme.example/offer",
+                    campaign: str = "spring", user_agent: str = BROWSER_UA) -> aiohttp.ClientResponse:
+        token = links.sign(contact_id=contact_id, url=url, campaign_id=campaign, site_id=SITE,
+                           keys=self.settings.link_keys, now=self.clock.now() - timedelta(minutes=10))
+        headers = {"User-Agent": user_agent}
+        if aid:
+            headers["Cookie"] = f"ma_aid={aid}"
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+            response = await http.get(f"{self.url}/c/{token}", headers=headers, allow_redirects=False)
+            await response.read()
+        return response
+
+    def advance(self, by: timedelta) -> None:
+        self.clock.shift(by)
+
+    def reader(self, topic: str) -> TopicReader:
+        return TopicReader(self.settings.bootstrap, self.settings.topic(topic))
+
+    async def query(self, sql: str, **parameters: Any) -> list[list[Any]]:
+        return await query(self.settings, sql.replace("{db}", self.settings.clickhouse_database),
+                           **parameters)
+
+
+def page_view(aid: str, path: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "page_view", "anonymous_id": aid, "event_id": str(uuid.uuid4()),
+            "url": f"https://www.acme.example{path}", **extra}
+
+
+def new_aid() -> str:
+    return str(uuid.uuid4())
+
+
+def new_email(name: str = "person") -> str:
+    return f"{name}.{uuid.uuid4().hex[:8]}@acme.io"
+
+
+@pytest.fixture(scope="module")
+async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    tmp = tmp_path_factory.mktemp("stack")
+    test_id = uuid.uuid4().hex[:10]
+    clock_file = tmp / "clock"
+    clock_file.write_text("0")
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap, topic_prefix=f"s{test_id}.", topic_partitions=4,
+        app_id=f"stack-{test_id}", clickhouse_url=f"chdb://{tmp / 'worker-ch'}",
+        clickhouse_database=f"s_{test_id}", data_dir=tmp / "data", cache_dir=REPO / ".cache",
+        store="memory://", config=REPO / "config" / "rules.yaml", http_port=free_port(),
+        worker_web_port=free_port(), clock_file=clock_file,
+        link_secrets="k2:test-signing-secret-0002,k1:test-signing-secret-0001",  # type: ignore[arg-type]
+    )
+    await ensure_topics(settings)
+    clock = FileClock(clock_file)
+    app_state = Collector(settings, RulesWatcher(settings.config), clock=clock)
+    runner = web.AppRunner(app_state.make_app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", settings.http_port).start()
+    process = await asyncio.to_thread(start_worker, settings, tmp / "worker.log")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        yield Stack(settings, app_state, f"http://127.0.0.1:{settings.http_port}", http, clock,
+                    process, tmp)
+    process.stop()
+    await runner.cleanup()
