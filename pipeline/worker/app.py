@@ -135,6 +135,8 @@ class Worker:
         self.contact_due = table("contact-due")
         self.cookie_topics = settings.topic(COOKIE_COMMANDS)
         self._ticked: dict[tuple[str, str], float] = {}
+        self._metadata_ready = asyncio.Event()
+        self._metadata_lock = asyncio.Lock()
         self.updates_topic = settings.topic("contact-updates")
 
         app.agent(stitch_in, name="stitch")(self._stitch_agent)
@@ -197,7 +199,27 @@ class Worker:
             self.metrics.decisions.labels(name).inc(n)
 
     # -- stage 1 ------------------------------------------------------------------------------
+    async def _ensure_metadata(self) -> None:
+        """Load partition metadata of every topic this worker writes, before the first write.
+
+        Tables use the key's partitioner, which Faust evaluates synchronously from the
+        producer's metadata: a changelog topic not yet in it would fail the first write.
+        """
+        if self._metadata_ready.is_set():
+            return
+        async with self._metadata_lock:
+            if self._metadata_ready.is_set():
+                return
+            producer = self.app.producer._ensure_producer()
+            tables = (self.cookies, self.contacts, self.cookie_due, self.contact_due)
+            names = [t.changelog_topic.get_topic_name() for t in tables]
+            names += [self.settings.topic(name) for name in OUTPUT_TOPICS]
+            for name in names:
+                await producer.client._wait_on_metadata(name)
+            self._metadata_ready.set()
+
     async def _stitch_agent(self, stream: Any) -> None:
+        await self._ensure_metadata()
         async for batch in stream.take_events(BATCH, within=BATCH_WITHIN):
             rules = self.rules.rules
             counters = Counters()
@@ -235,6 +257,7 @@ class Worker:
 
     # -- stage 2 ------------------------------------------------------------------------------
     async def _contact_agent(self, stream: Any) -> None:
+        await self._ensure_metadata()
         async for batch in stream.take_events(BATCH, within=BATCH_WITHIN):
             rules = self.rules.rules
             counters = Counters()
@@ -329,6 +352,7 @@ class Worker:
         """
         if self.app.rebalancing or getattr(self.app, "in_recovery", False):
             return
+        await self._ensure_metadata()
         now = to_millis(self.clock.now())
         monotonic = asyncio.get_running_loop().time()
         for due_table, topic in ((self.contact_due, CONTACT_WORK),

@@ -153,11 +153,13 @@ async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
     test_id = uuid.uuid4().hex[:10]
     clock_file = tmp / "clock"
     clock_file.write_text("0")
+    rules_file = tmp / "rules.yaml"
+    rules_file.write_text((REPO / "config" / "rules.yaml").read_text())
     settings = Settings(
         kafka_bootstrap=kafka_bootstrap, topic_prefix=f"s{test_id}.", topic_partitions=4,
         app_id=f"stack-{test_id}", clickhouse_url=f"chdb://{tmp / 'worker-ch'}",
         clickhouse_database=f"s_{test_id}", data_dir=tmp / "data", cache_dir=REPO / ".cache",
-        store="memory://", config=REPO / "config" / "rules.yaml", http_port=free_port(),
+        store="memory://", config=rules_file, http_port=free_port(),
         worker_web_port=free_port(), clock_file=clock_file,
         link_secrets="k2:test-signing-secret-0002,k1:test-signing-secret-0001",  # type: ignore[arg-type]
     )

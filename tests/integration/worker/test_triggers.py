@@ -1,0 +1,125 @@
+"""CONTRACT §4–§5 triggers end to end, moving through days with the shared clock file."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from pipeline import contact_id_for, links
+from tests.integration.worker.conftest import Stack, eventually, new_aid, new_email, page_view
+
+pytestmark = pytest.mark.integration
+
+
+async def customer(stack: Stack, *, status: str = "lead", consent: bool = True) -> tuple[str, str, str]:
+    """A known, consenting contact browsing with a linked cookie: (email, contact_id, aid)."""
+    email = new_email("t")
+    aid = new_aid()
+    await stack.contacts("crm", {"email": email, "consent_email": consent, "crm_status": status})
+    contact = str(contact_id_for(email))
+    await eventually(lambda: stack.query(
+        "SELECT 1 FROM {db}.contacts WHERE contact_id = {c:String}", c=contact))
+    await stack.send({"type": "identify", "anonymous_id": aid, "email": email})
+    await eventually(lambda: stack.query(
+        "SELECT 1 FROM {db}.identities WHERE anonymous_id = {a:String}", a=aid))
+    return email, contact, aid
+
+
+async def triggers_for(stack: Stack, subject: str, *, settle: float = 2.0) -> list[dict[str, Any]]:
+    async with stack.reader("triggers") as reader:
+        await reader.settle(settle)
+    return [t for t in reader.values if subject in (t.get("contact_id"), t.get("anonymous_id"))]
+
+
+async def wait_triggers(stack: Stack, subject: str, count: int) -> list[dict[str, Any]]:
+    async with stack.reader("triggers") as reader:
+        await reader.wait_for(lambda vs: len([t for t in vs if subject in (
+            t.get("contact_id"), t.get("anonymous_id"))]) >= count, timeout=30)
+        await reader.settle(1.0)
+    return [t for t in reader.values if subject in (t.get("contact_id"), t.get("anonymous_id"))]
+
+
+async def test_pricing_view_offers_a_trial_the_next_day(stack: Stack) -> None:
+    email, contact, aid = await customer(stack)
+    view = page_view(aid, "/pricing")
+    await stack.send(view)
+    await asyncio.sleep(2)
+    assert [t for t in await triggers_for(stack, contact, settle=0.5)
+            if t["rule"] == "pricing-trial-offer"] == []  # not before the delay
+    stack.advance(timedelta(days=1, seconds=1))
+    [trigger] = [t for t in await wait_triggers(stack, contact, 1) if t["rule"] == "pricing-trial-offer"]
+    assert trigger["channel"] == "email" and trigger["email"] == email
+    assert trigger["cause_event_ids"] == [view["event_id"]]
+    assert trigger["due_at"] < trigger["fired_at"] or trigger["due_at"] == trigger["fired_at"]
+
+
+async def test_trial_signup_before_the_delay_cancels_the_offer(stack: Stack) -> None:
+    _, contact, aid = await customer(stack)
+    await stack.send(page_view(aid, "/pricing"))
+    stack.advance(timedelta(hours=3))
+    await stack.send({"type": "custom", "anonymous_id": aid, "name": "trial_signup"})
+    await asyncio.sleep(2)
+    stack.advance(timedelta(days=1))
+    await asyncio.sleep(3)
+    fired = await triggers_for(stack, contact)
+    assert [t for t in fired if t["rule"] == "pricing-trial-offer"] == []
+
+
+async def test_unsubscribe_overnight_suppresses_the_offer(stack: Stack) -> None:
+    _, contact, aid = await customer(stack)
+    await stack.send(page_view(aid, "/pricing"))
+    stack.advance(timedelta(hours=10))
+    token = links.sign(contact_id=contact, purpose="unsubscribe", keys=stack.settings.link_keys,
+                       now=stack.clock.now())
+    response = await stack.http.post(f"{stack.url}/u/{token}", data="List-Unsubscribe=One-Click")
+    assert response.status == 200
+    await asyncio.sleep(2)
+    stack.advance(timedelta(days=1))
+    await asyncio.sleep(3)
+    assert [t for t in await triggers_for(stack, contact) if t["channel"] == "email"] == []
+
+
+async def test_contact_in_a_deal_is_not_offered_a_trial(stack: Stack) -> None:
+    _, contact, aid = await customer(stack, status="in_deal")
+    await stack.send(page_view(aid, "/pricing"))
+    stack.advance(timedelta(days=1, seconds=1))
+    await asyncio.sleep(3)
+    assert [t for t in await triggers_for(stack, contact) if t["rule"] == "pricing-trial-offer"] == []
+
+
+async def test_email_cap_of_two_per_day_holds_under_a_burst(stack: Stack) -> None:
+    _, contact, aid = await customer(stack)
+    await stack.send(page_view(aid, "/pricing"), page_view(aid, "/products/widget"),
+                     page_view(aid, "/blog/marketing/a"), page_view(aid, "/blog/marketing/b"),
+                     page_view(aid, "/blog/marketing/c"))  # three email rules occur at once
+    stack.advance(timedelta(days=1, seconds=1))
+    fired = await wait_triggers(stack, contact, 2)
+    await asyncio.sleep(2)
+    fired = await triggers_for(stack, contact)
+    assert len([t for t in fired if t["channel"] == "email"]) == 2
+
+
+async def test_mql_alert_fires_once_despite_a_wobbling_score(stack: Stack) -> None:
+    email, contact, aid = await customer(stack)
+    await stack.send({"type": "form_submit", "anonymous_id": aid, "email": email,
+                      "form_id": "demo-request"},  # 40
+                     page_view(aid, "/pricing"))  # 50: crosses the mql threshold
+    [alert] = [t for t in await wait_triggers(stack, contact, 1) if t["rule"] == "mql-sales-alert"]
+    assert alert["channel"] == "sales" and alert["email"] == email
+    stack.advance(timedelta(days=2))  # decays below 50
+    await stack.send(page_view(aid, "/pricing"), page_view(aid, "/pricing/x"))  # back above
+    await asyncio.sleep(3)
+    alerts = [t for t in await triggers_for(stack, contact) if t["rule"] == "mql-sales-alert"]
+    assert [a["trigger_id"] for a in alerts] == [alert["trigger_id"]]
+
+
+async def test_anonymous_reader_of_an_article_three_times_gets_the_web_prompt(stack: Stack) -> None:
+    aid = new_aid()
+    for _ in range(3):
+        await stack.send(page_view(aid, "/blog/growth/data-driven-marketing"))
+    [prompt] = await wait_triggers(stack, aid, 1)
+    assert prompt["rule"] == "whitepaper-form-prompt" and prompt["channel"] == "web"
+    assert prompt["anonymous_id"] == aid and "contact_id" not in prompt and "email" not in prompt
