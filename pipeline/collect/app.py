@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hmac
 import logging
 import re
@@ -40,6 +41,7 @@ from pipeline.collect.cookies import (
 )
 from pipeline.collect.metrics import CollectorMetrics
 from pipeline.collect.ratelimit import RateLimiter
+from pipeline.collect.spool import Spool
 from pipeline.collect.tag import Tag, not_modified
 from pipeline.collect.validation import (
     Rejection,
@@ -67,6 +69,10 @@ RETRY_AFTER = "5"
 MAX_CONTACTS_BYTES = 4 * 1024 * 1024
 MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store, max-age=0"}
+#: How long start-up waits for the broker before serving anyway (503s, /readyz 503).
+CONNECT_WAIT = 10.0
+SPOOL_INTERVAL = 1.0
+SPOOL_BATCH = 500
 UTF8_BOM = b"\xef\xbb\xbf"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -102,6 +108,8 @@ class Collector:
         self.dead_letter_topic = settings.topic("dead-letter")
         self.contact_updates_topic = settings.topic("contact-updates")
         self.tag = Tag.load(STATIC / "t.js")
+        self.spool = Spool()
+        self.metrics.spooled.set_function(lambda: len(self.spool))
         self._background: list[asyncio.Task[None]] = []
         self.profiles: ProfileSource | None = None
 
@@ -129,17 +137,49 @@ class Collector:
         return app
 
     async def _on_startup(self, _app: web.Application) -> None:
-        await self.producer.start()
+        # Serve even while the broker is away (liveness stays green; batches get 503), but
+        # give a reachable broker the time to connect before the first request.
+        connecting = asyncio.create_task(self.producer.start())
+        self._background.append(connecting)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(connecting), CONNECT_WAIT)
+        if not connecting.done():
+            log.warning("serving before the broker %s answers", self.settings.bootstrap)
         self._background.append(asyncio.create_task(self._watch_rules()))
+        self._background.append(asyncio.create_task(self._drain_spool()))
         if self.profiles is not None:
             await self.profiles.start()
 
     async def _on_cleanup(self, _app: web.Application) -> None:
         for task in self._background:
             task.cancel()
+        # Let a cancelled spool send put its records back before the last attempt below.
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self.profiles is not None:
             await self.profiles.stop()
+        if self.spool:
+            with contextlib.suppress(BrokerUnavailable):
+                await self._send_spooled()
+            if self.spool:
+                log.error("stopping with %d unsent record(s): they are lost", len(self.spool))
         await self.producer.stop()
+
+    async def _drain_spool(self) -> None:
+        while True:
+            await asyncio.sleep(SPOOL_INTERVAL)
+            with contextlib.suppress(BrokerUnavailable):
+                await self._send_spooled()
+
+    async def _send_spooled(self) -> None:
+        """Re-send waiting records, oldest first, until none wait or the broker fails again."""
+        while self.spool:
+            batch = self.spool.take(SPOOL_BATCH)
+            try:
+                await self.deliver(batch)
+            except BaseException:  # the broker failed again, or shutdown cancelled the send
+                self.metrics.spool_dropped.inc(self.spool.put_back(batch))
+                raise
+            log.info("sent %d spooled record(s); %d wait", len(batch), len(self.spool))
 
     async def _watch_rules(self) -> None:
         while True:
@@ -198,14 +238,14 @@ class Collector:
         self.metrics.produce_latency.observe(time.perf_counter() - started)
 
     async def deliver_best_effort(self, records: list[Record]) -> bool:
-        """For endpoints that must answer no matter what (GIFs, redirects)."""
+        """For endpoints that must answer no matter what (GIFs, redirects): records the broker
+        does not acknowledge wait in the spool and are re-sent; False then."""
         try:
             await self.deliver(records)
         except BrokerUnavailable:
-            log.error(
-                "broker unavailable: %d record(s) for %s not confirmed",
-                len(records),
-                records[0][0] if records else "?",
+            self.metrics.spool_dropped.inc(self.spool.add(records))
+            log.warning(
+                "broker unavailable: %d record(s) spooled, %d wait", len(records), len(self.spool)
             )
             return False
         return True

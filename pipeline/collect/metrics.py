@@ -41,6 +41,14 @@ class CollectorMetrics:
         self.rules_refused = Counter(
             "ma_rules_refused", "rules-file reloads refused because of errors", registry=r
         )
+        self.spooled = Gauge(
+            "ma_spooled_records",
+            "records answered for (pixels, email links) waiting for the broker",
+            registry=r,
+        )
+        self.spool_dropped = Counter(
+            "ma_spool_dropped", "spooled records dropped because the spool was full", registry=r
+        )
         self.broker_ready = Gauge(
             "ma_broker_ready", "1 when the last readiness check passed", registry=r
         )

@@ -30,7 +30,10 @@ def _to_utc(value: Any) -> Any:
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is past the year 9999 in UTC
+        raise ValueError("time out of range once converted to UTC") from None
 
 
 UtcDatetime = Annotated[datetime, BeforeValidator(_to_utc), AfterValidator(_aware)]

@@ -18,4 +18,4 @@ def decayed(value: float, from_ms: int, to_ms: int, half_life: timedelta | None)
     half_life_ms = half_life.total_seconds() * 1000
     if half_life_ms <= 0:
         return value
-    return value * 0.5 ** ((to_ms - from_ms) / half_life_ms)
+    return float(value * 0.5 ** ((to_ms - from_ms) / half_life_ms))

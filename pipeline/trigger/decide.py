@@ -208,19 +208,21 @@ def on_event(
     for rule in rules.rules:
         if rule.cancel_if and any(m.matches(event) for m in rule.cancel_if):
             profile.cancel_seen[rule.id] = max(at_ms, profile.cancel_seen.get(rule.id, 0))
-        if not applies(rule, subject):
-            continue
+        applicable = applies(rule, subject)
         when = rule.when
         if when.event is not None and when.event.matches(event):
-            outcome.extend(_occur(rule, subject, profile, rules, at_ms, [event_id]))
+            if applicable:
+                outcome.extend(_occur(rule, subject, profile, rules, at_ms, [event_id]))
         elif when.count is not None and when.count.match.matches(event):
+            # Counted even where the rule does not apply (an anonymous cookie, for an identified
+            # rule): on the cookie's first link its counters become the contact's.
             window = _ms(when.count.within)
             entries = [e for e in profile.counts.get(rule.id, []) if at_ms - e[0] < window]
             if all(e[1] != event_id for e in entries):
                 entries.append([at_ms, event_id])
             entries.sort()
             profile.counts[rule.id] = entries[-MAX_COUNT_ENTRIES:]
-            if len(entries) >= when.count.at_least:
+            if applicable and len(entries) >= when.count.at_least:
                 cause = [e[1] for e in entries[-when.count.at_least :]]
                 outcome.extend(_occur(rule, subject, profile, rules, at_ms, cause))
     return outcome

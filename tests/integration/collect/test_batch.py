@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from pipeline import codec
 from pipeline.rules import parse_rules
 from tests.conftest import REPO
 from tests.integration.collect.conftest import AID, ORIGIN, SERVER_KEY, RunningCollector
@@ -15,8 +16,13 @@ pytestmark = pytest.mark.integration
 
 
 def page_view(**extra: object) -> dict[str, object]:
-    return {"type": "page_view", "anonymous_id": AID, "url": "https://www.acme.example/pricing",
-            "event_id": str(uuid.uuid4()), **extra}
+    return {
+        "type": "page_view",
+        "anonymous_id": AID,
+        "url": "https://www.acme.example/pricing",
+        "event_id": str(uuid.uuid4()),
+        **extra,
+    }
 
 
 async def test_valid_events_are_accepted_onto_the_events_topic(collector: RunningCollector) -> None:
@@ -38,9 +44,13 @@ async def test_valid_events_are_accepted_onto_the_events_topic(collector: Runnin
 async def test_invalid_events_are_listed_and_dead_lettered_while_valid_ones_pass(
     collector: RunningCollector,
 ) -> None:
-    events = [page_view(), {"type": "page_view", "anonymous_id": AID}, {"type": "custom",
-              "anonymous_id": AID}, "nonsense", {"type": "email_sent", "anonymous_id": AID,
-              "contact_id": str(uuid.uuid4())}]
+    events = [
+        page_view(),
+        {"type": "page_view", "anonymous_id": AID},
+        {"type": "custom", "anonymous_id": AID},
+        "nonsense",
+        {"type": "email_sent", "anonymous_id": AID, "contact_id": str(uuid.uuid4())},
+    ]
     response = await collector.post_batch(events)
     body = await response.json()
     assert response.status == 200
@@ -73,8 +83,9 @@ async def test_invalid_events_are_listed_and_dead_lettered_while_valid_ones_pass
 async def test_unusable_envelopes_get_400_and_a_dead_letter(
     collector: RunningCollector, body: bytes, status: int, message: str
 ) -> None:
-    response = await collector.http.post(f"{collector.url}/v1/batch", data=body,
-                                         headers={"Content-Type": "text/plain"})
+    response = await collector.http.post(
+        f"{collector.url}/v1/batch", data=body, headers={"Content-Type": "text/plain"}
+    )
     assert response.status == status
     assert message in (await response.json())["error"]
     settings = collector.settings
@@ -87,18 +98,25 @@ async def test_oversized_batches_get_413(collector: RunningCollector) -> None:
     too_many = await collector.post_batch([page_view() for _ in range(101)])
     assert too_many.status == 413
     assert "at most 100 events" in (await too_many.json())["error"]
-    huge = await collector.post_batch([page_view(properties={"k": "v" * 2000}) for _ in range(0)] +
-                                      [page_view(title="x" * 2000) for _ in range(300)][:100],
-                                      padding="p" * (600 * 1024))
+    huge = await collector.post_batch(
+        [page_view(properties={"k": "v" * 2000}) for _ in range(0)]
+        + [page_view(title="x" * 2000) for _ in range(300)][:100],
+        padding="p" * (600 * 1024),
+    )
     assert huge.status == 413
 
 
-async def test_server_key_may_send_server_events_with_a_contact(collector: RunningCollector) -> None:
+async def test_server_key_may_send_server_events_with_a_contact(
+    collector: RunningCollector,
+) -> None:
     contact = str(uuid.uuid4())
-    events = [{"type": "email_sent", "contact_id": contact, "campaign_id": "spring"},
-              {"type": "email_bounce", "contact_id": contact, "bounce_type": "hard"}]
-    response = await collector.post_batch(events, headers={"Authorization": f"Bearer {SERVER_KEY}"},
-                                          write_key=None)
+    events = [
+        {"type": "email_sent", "contact_id": contact, "campaign_id": "spring"},
+        {"type": "email_bounce", "contact_id": contact, "bounce_type": "hard"},
+    ]
+    response = await collector.post_batch(
+        events, headers={"Authorization": f"Bearer {SERVER_KEY}"}, write_key=None
+    )
     assert response.status == 200, await response.text()
     assert (await response.json())["accepted"] == 2
     settings = collector.settings
@@ -143,17 +161,37 @@ async def test_cors_allows_configured_origins_only(collector: RunningCollector) 
     refused = await collector.post_batch([page_view()], headers={"Origin": "https://evil.example"})
     assert refused.status == 400
     assert "Access-Control-Allow-Origin" not in refused.headers
-    preflight = await collector.http.options(f"{collector.url}/v1/batch", headers={
-        "Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
+    preflight = await collector.http.options(
+        f"{collector.url}/v1/batch",
+        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"},
+    )
     assert preflight.status == 204
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
 
 
 async def test_rate_limit_answers_429_with_retry_after(collector: RunningCollector) -> None:
     text = (REPO / "config" / "rules.yaml").read_text()
-    text = text.replace("rate_limit: {per_second: 50, burst: 200}", "rate_limit: {per_second: 0.1, burst: 5}")
+    text = text.replace(
+        "rate_limit: {per_second: 50, burst: 200}", "rate_limit: {per_second: 0.1, burst: 5}"
+    )
     collector.collector.rules.rules = parse_rules(text)
     statuses = [(await collector.post_batch([page_view()])).status for _ in range(8)]
     assert statuses == [200] * 5 + [429] * 3
     limited = await collector.post_batch([page_view()])
     assert limited.headers["Retry-After"] == "1"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain;charset=UTF-8", "application/x-www-form-urlencoded", None],
+)
+async def test_the_body_is_read_as_json_whatever_its_content_type(
+    collector: RunningCollector, content_type: str | None
+) -> None:
+    # sendBeacon and the tag's fetch send text/plain (no CORS preflight); some clients send none.
+    body = {"site_id": "acme", "write_key": "wk_acme_public_7d1f3a", "events": [page_view()]}
+    data = b"\xef\xbb\xbf" + codec.dumps(body)  # a UTF-8 byte-order mark is tolerated too
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await collector.http.post(f"{collector.url}/v1/batch", data=data, headers=headers)
+    assert response.status == 200, await response.text()
+    assert await response.json() == {"accepted": 1, "rejected": []}

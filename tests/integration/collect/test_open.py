@@ -10,7 +10,9 @@ from tests.integration.collect.tokens import BAD_TOKENS
 
 pytestmark = pytest.mark.integration
 
-GMAIL_PROXY = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+GMAIL_PROXY = (
+    "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+)
 
 
 async def test_an_open_is_recorded_and_answers_the_gif(collector: RunningCollector) -> None:

@@ -21,6 +21,8 @@ import pytest
 from aiohttp import web
 
 from tests.browser import Browser, Page, chromium_available
+from tests.integration.collect.conftest import BROWSER_UA, RunningCollector
+from tests.kafka_helpers import TopicReader
 
 TAG = Path(__file__).resolve().parents[3] / "pipeline" / "collect" / "static" / "t.js"
 SITE, WRITE_KEY = "acme", "wk_acme_public_7d1f3a"
@@ -525,3 +527,75 @@ async def test_stored_events_older_than_7_days_are_dropped(
     assert recent == stored[1]
     assert await page.wait_for("!localStorage.getItem('ma_q')")
     assert "old" not in [e.get("name") for e in server.events()]
+
+
+@pytest.mark.integration
+async def test_the_tag_from_the_real_collector_lands_page_view_and_form_submit_on_events(
+    page: Page, server: CaptureServer, collector: RunningCollector
+) -> None:
+    # The page on http://localhost:PORT, the tag and its batches on the collector's own port.
+    collector.use_rules(("allowed_origins: [", f"allowed_origins: [{server.site}, "))
+    url = f"{server.site}/page.html"
+    await page.goto(f"{url}?collector={collector.url}")
+    topic = collector.settings.topic("events")
+
+    async with TopicReader(collector.settings.bootstrap, topic) as events:
+        (view,) = await events.wait_for(lambda vs: len(vs) >= 1, timeout=10)
+        aid = await cookie_aid(page)
+        await page.evaluate(
+            """(() => {
+            const form = document.querySelector('form');
+            form.email.value = 'Ann@Initech.io';
+            form.company.value = 'Initech';
+            form.querySelector('button').click();
+        })()"""
+        )
+        assert await page.wait_for("location.pathname === '/thanks'")
+        values = await events.wait_for(lambda vs: len(vs) >= 2, timeout=10)
+
+    assert uuid.UUID(aid).version == 4
+    assert view["type"] == "page_view"
+    assert view["anonymous_id"] == aid
+    assert view["url"] == f"{url}?collector={collector.url}"
+    assert view["title"] == TITLE  # UTF-8 all the way
+    assert view["source"] == "browser" and view["site_id"] == SITE
+    assert "Chrome" in view["user_agent"]
+    (submit,) = [v for v in values if v["type"] == "form_submit"]
+    assert submit["anonymous_id"] == aid
+    assert submit["email"] == "ann@initech.io"
+    assert submit["form_id"] == "demo-request"
+    assert submit["traits"] == {
+        "company": "Initech",
+        "payment": "",
+        "newsletter": True,
+        "country": "FR",
+    }
+    assert [r for r in server.requests if r.method == "POST"] == []  # all went to the collector
+    assert await collector.values("dead-letter") == []
+
+
+@pytest.mark.integration
+async def test_a_click_cookie_set_by_the_collector_is_the_one_the_tag_uses(
+    page: Page, server: CaptureServer, collector: RunningCollector
+) -> None:
+    # collect.acme.test (the collector) and www.acme.test (the site) share the acme.test cookie.
+    site = f"http://www.{DOMAIN}:{server.port}"
+    collect = f"http://collect.{DOMAIN}:{collector.url.rsplit(':', 1)[1]}"
+    collector.use_rules(
+        ("allowed_origins: [", f"allowed_origins: [{site}, "),
+        ("    fallback_url: https://www.acme.example/", f"    cookie_domain: {DOMAIN}"),
+    )
+    await page.send("Network.setUserAgentOverride", {"userAgent": BROWSER_UA})
+    token = collector.sign(url=f"{site}/page.html?collector={collect}", campaign_id="spring")
+
+    await page.goto(f"{collect}/c/{token}")  # no cookie yet: the collector sets it
+
+    async with TopicReader(collector.settings.bootstrap, collector.settings.topic("events")) as r:
+        values = await r.wait_for(lambda vs: len(vs) >= 2, timeout=10)
+    click, view = sorted(values, key=lambda v: v["type"])
+    assert (click["type"], view["type"]) == ("email_click", "page_view")
+    assert "automated" not in click
+    cookies = await page.send("Network.getCookies", {"urls": [site, collect]})
+    (cookie,) = [c for c in cookies["cookies"] if c["name"] == "ma_aid"]
+    assert cookie["domain"] == f".{DOMAIN}"
+    assert click["anonymous_id"] == cookie["value"] == view["anonymous_id"]

@@ -10,6 +10,7 @@ collector stamps events with it and the worker fires delayed triggers by it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -123,6 +124,15 @@ class Stack:
             await response.read()
         return response
 
+    def restart_worker(self, *, kill: bool = True) -> None:
+        """``kill -9`` (or stop) the worker and start a new one on the same state."""
+        if kill:
+            self.worker.kill()
+        else:
+            self.worker.stop()
+        log = self.tmp / f"worker-{uuid.uuid4().hex[:6]}.log"
+        self.worker = start_worker(self.settings, log)
+
     def advance(self, by: timedelta) -> None:
         self.clock.shift(by)
 
@@ -147,10 +157,11 @@ def new_email(name: str = "person") -> str:
     return f"{name}.{uuid.uuid4().hex[:8]}@acme.io"
 
 
-@pytest.fixture(scope="module")
-async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    tmp = tmp_path_factory.mktemp("stack")
+@contextlib.asynccontextmanager
+async def open_stack(kafka_bootstrap: str, tmp: Path) -> AsyncIterator[Stack]:
+    """A collector (in this process) and a worker (a child process) on a fresh topic prefix."""
     test_id = uuid.uuid4().hex[:10]
+    tmp.mkdir(parents=True, exist_ok=True)
     clock_file = tmp / "clock"
     clock_file.write_text("0")
     rules_file = tmp / "rules.yaml"
@@ -170,8 +181,18 @@ async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", settings.http_port).start()
     process = await asyncio.to_thread(start_worker, settings, tmp / "worker.log")
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
-        yield Stack(settings, app_state, f"http://127.0.0.1:{settings.http_port}", http, clock,
-                    process, tmp)
-    process.stop()
-    await runner.cleanup()
+    stack = None
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+            stack = Stack(settings, app_state, f"http://127.0.0.1:{settings.http_port}", http,
+                          clock, process, tmp)
+            yield stack
+    finally:
+        (stack.worker if stack else process).stop()
+        await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    async with open_stack(kafka_bootstrap, tmp_path_factory.mktemp("stack")) as running:
+        yield running

@@ -57,5 +57,5 @@ def test_durations(text: str, seconds: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "1", "d", "1x", "one day", "-1d"])
 def test_bad_durations_say_what_is_accepted(text: str) -> None:
-    with pytest.raises(ValueError, match="e.g. 30s, 15m, 2h, 1d, 1w"):
+    with pytest.raises(ValueError, match=r"e\.g\. 30s, 15m, 2h, 1d, 1w"):
         parse_duration(text)

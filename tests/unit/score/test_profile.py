@@ -58,7 +58,7 @@ def score(events: list[tuple[dict[str, Any], int]], scoring: Scoring = SCORING) 
     return profile
 
 
-# -- points per rule ------------------------------------------------------------------------------
+# -- points per rule -------------------------------------------------------------------------------
 def test_matching_rule_adds_its_points() -> None:
     profile = Profile()
     pricing = page_view("/pricing", T0)
@@ -115,8 +115,10 @@ def test_custom_event_scores_by_name() -> None:
     assert score([(custom("newsletter_signup"), T0)]).score == 0.0
 
 
-@pytest.mark.parametrize(("form_id", "points"), [("demo-request", 40), ("whitepaper", 15),
-                                                 ("ebook", 15), ("contact-us", 0)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("form_id", "points"),
+    [("demo-request", 40), ("whitepaper", 15), ("ebook", 15), ("contact-us", 0)],
+)
 def test_form_scores_by_form_id(form_id: str, points: float) -> None:
     assert score([(form("ana.lopez@acme.io", form_id=form_id), T0)]).score == points
 
@@ -150,10 +152,12 @@ def test_delta_reports_the_event_id() -> None:
     assert delta.event_id == "0b7c6a2e-1d1e-4a38-9c55-8b1f9f1c3a01"
 
 
-# -- caps -----------------------------------------------------------------------------------------
+# -- caps ------------------------------------------------------------------------------------------
 def test_at_most_three_pricing_views_a_day_count() -> None:
     profile = Profile()
-    counted = [score_event(profile, page_view("/pricing"), NO_DECAY, T0 + i * HOUR) for i in range(5)]
+    counted = [
+        score_event(profile, page_view("/pricing"), NO_DECAY, T0 + i * HOUR) for i in range(5)
+    ]
     assert [len(d) for d in counted] == [1, 1, 1, 0, 0]
     assert profile.score == 30.0
 
@@ -196,7 +200,19 @@ def test_the_shipped_pricing_rule_is_capped_at_three_a_day() -> None:
     assert profile.score == pytest.approx(30.0, abs=1e-3)
 
 
-# -- decay ----------------------------------------------------------------------------------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limitation: caps keep only the newest window, so a late event from an earlier "
+    "window is never capped (rare: received_at is the collector's clock)",
+)
+def test_late_event_from_an_earlier_window_respects_that_windows_cap() -> None:
+    late = score(
+        [(page_view("/pricing"), at) for at in (T0, T0 + 1, T0 + 2, T0 + DAY, T0 + 3)], NO_DECAY
+    )
+    assert late.score == 40.0
+
+
+# -- decay -----------------------------------------------------------------------------------------
 def test_score_decays_on_update() -> None:
     profile = score([(page_view("/pricing"), T0), (page_view("/pricing"), T0 + 30 * DAY)])
     assert profile.score == pytest.approx(15.0)
@@ -272,7 +288,7 @@ def test_capped_rule_counts_the_same_number_in_any_order_within_one_window(
     assert profile.score == 30.0
 
 
-# -- lifecycle ------------------------------------------------------------------------------------
+# -- lifecycle -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("points", "stage"),
     [(0, "lead"), (49.99, "lead"), (50, "mql"), (99.9, "mql"), (100, "sql"), (500, "sql")],
@@ -288,11 +304,12 @@ def test_stage_for_never_moves_back(current: str) -> None:
 
 def test_lifecycle_moves_lead_to_mql_to_sql_at_thresholds() -> None:
     profile = Profile()
+    trial = custom("trial_signup")
+    ebook = form("a@acme.io", form_id="ebook")
+    demo = form("a@acme.io", form_id="demo-request")
     stages = []
-    for i, make in enumerate([lambda: custom("trial_signup"), lambda: form("a@acme.io",
-                              form_id="ebook"), lambda: form("a@acme.io", form_id="demo-request"),
-                              lambda: form("a@acme.io", form_id="demo-request")]):  # fmt: skip
-        (delta,) = score_event(profile, make(), NO_DECAY, T0 + i)
+    for i, event_ in enumerate([trial, ebook, demo, {**demo, "event_id": "again"}]):
+        (delta,) = score_event(profile, event_, NO_DECAY, T0 + i)
         stages.append((delta.score, delta.stage))
     assert stages == [(30, "lead"), (45, "lead"), (85, "mql"), (125, "sql")]
 
@@ -312,15 +329,14 @@ def test_lifecycle_never_moves_back_when_the_score_decays() -> None:
 
 
 def test_lifecycle_never_moves_back_on_negative_points() -> None:
-    profile = score([(form("a@acme.io", form_id="demo-request"), T0),
-                     (custom("trial_signup"), T0)])  # fmt: skip
+    profile = score([(form("a@acme.io", form_id="demo-request"), T0), (custom("trial_signup"), T0)])
     for i in range(8):
         score_event(profile, page_view("/careers"), SCORING, T0 + i)
     assert profile.score < 0
     assert profile.stage == "mql"
 
 
-# -- attribute rules ------------------------------------------------------------------------------
+# -- attribute rules -------------------------------------------------------------------------------
 def test_attribute_rule_grants_its_points_when_the_condition_holds() -> None:
     profile = Profile()
     deltas = score_attributes(profile, {"title": "Marketing Manager"}, SCORING, T0)
@@ -379,10 +395,12 @@ def test_attribute_rule_can_be_granted_again_after_withdrawal() -> None:
         ({"industry": "retail"}, []),
         ({"title": ""}, []),
         ({"title": None}, []),
-        ({"title": "Manager", "department": "marketing", "industry": "insurance"},
-         ["manager-title", "marketing-dept", "big-industry"]),
+        (
+            {"title": "Manager", "department": "marketing", "industry": "insurance"},
+            ["manager-title", "marketing-dept", "big-industry"],
+        ),
     ],
-)  # fmt: skip
+)
 def test_attribute_conditions(attributes: dict[str, Any], rules_granted: list[str]) -> None:
     deltas = score_attributes(Profile(), attributes, SCORING, T0)
     assert [d.rule for d in deltas] == rules_granted
@@ -396,7 +414,7 @@ def test_attribute_equals_compares_numbers_as_text() -> None:
     assert score_attributes(Profile(), {"employees": 500}, scoring, T0)
 
 
-# -- absorb ---------------------------------------------------------------------------------------
+# -- absorb ----------------------------------------------------------------------------------------
 def test_absorb_moves_the_decayed_anonymous_score_into_the_contact() -> None:
     anonymous = score([(custom("trial_signup"), T0)])
     contact = score([(form("a@acme.io", form_id="ebook"), T0 + 30 * DAY)])
@@ -477,7 +495,7 @@ def test_absorb_leaves_anonymous_only_trigger_state_behind() -> None:
     assert (contact.pending, contact.web, contact.fired) == ([], [], {})
 
 
-# -- state ----------------------------------------------------------------------------------------
+# -- state -----------------------------------------------------------------------------------------
 def test_remember_detects_a_duplicate_event_id() -> None:
     profile = Profile()
     assert profile.remember("e1")

@@ -42,7 +42,7 @@ def linked_to(contact_id: str, at: int = T0) -> Cookie:
     return cookie
 
 
-# -- evidence -----------------------------------------------------------------------------------
+# -- evidence --------------------------------------------------------------------------------------
 def test_human_email_click_is_evidence_for_its_token_contact() -> None:
     assert evidence_for(click(A)) == A
 
@@ -103,7 +103,7 @@ def test_placeholder_or_garbage_email_is_never_evidence(kind: str, email: str) -
     assert evidence_for(event(kind, email=email)) is None
 
 
-# -- linking an unlinked cookie ------------------------------------------------------------------
+# -- linking an unlinked cookie --------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
@@ -165,7 +165,7 @@ def test_behaviour_events_never_link(kind: str) -> None:
     assert cookie.contact_id is None
 
 
-# -- attribution ----------------------------------------------------------------------------------
+# -- attribution -----------------------------------------------------------------------------------
 def test_event_on_unlinked_cookie_is_anonymous() -> None:
     decision = decide(Cookie(), page_view("/pricing"), DEFAULTS, T0)
     assert decision == Decision("none", None, None)
@@ -221,7 +221,7 @@ def test_click_for_the_cookies_own_contact_changes_nothing() -> None:
     assert cookie == before
 
 
-# -- shared computer ---------------------------------------------------------------------------------
+# -- shared computer -------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["form_submit", "identify"])
 def test_shared_pc_form_by_another_person_relinks_without_merging(kind: str) -> None:
     cookie = linked_to(A)
@@ -249,7 +249,7 @@ def test_relink_back_to_the_first_contact_is_a_relink_not_a_first_link() -> None
     assert not decision.first_link
 
 
-# -- kiosks --------------------------------------------------------------------------------------------
+# -- kiosks ----------------------------------------------------------------------------------------
 def _email(i: int) -> str:
     return f"person{i}@corp{i}.io"
 
@@ -329,7 +329,7 @@ def test_first_link_does_not_count_as_a_relink() -> None:
     assert cookie.relinks == []
 
 
-# -- first link ----------------------------------------------------------------------------------------
+# -- first link ------------------------------------------------------------------------------------
 def test_first_link_is_true_only_the_first_time() -> None:
     cookie = Cookie()
     assert decide(cookie, click(A, T0), DEFAULTS, T0).first_link
@@ -351,7 +351,7 @@ def test_relink_never_moves_anonymous_history() -> None:
     assert not decide(cookie, identify(BEN, T0 + 1), DEFAULTS, T0 + 1).first_link
 
 
-# -- state --------------------------------------------------------------------------------------------
+# -- state -----------------------------------------------------------------------------------------
 def test_cookie_round_trips_through_its_dict() -> None:
     cookie = Cookie(contact_id=A, linked_at=T0, ever_linked=True, relinks=[T0, T0 + 1])
     assert Cookie.from_dict(cookie.to_dict()) == cookie
