@@ -27,13 +27,15 @@ MAX_COUNT_ENTRIES = 200
 
 @dataclass(frozen=True)
 class ScoreDelta:
-    """One change of a score: ``delta`` points from ``rule`` caused by ``event_id``."""
+    """One change of a score: ``delta`` points from ``rule`` caused by ``event_id``; ``score``
+    is the value afterwards as of ``as_of`` (epoch ms; 0 when unknown)."""
 
     rule: str
     delta: float
     event_id: str | None
     score: float
     stage: str
+    as_of: int = field(default=0, compare=False)
 
 
 @dataclass
@@ -43,7 +45,8 @@ class Profile:
     score: float = 0.0
     as_of: int = 0  # epoch ms the score value refers to
     stage: str = "lead"
-    caps: dict[str, list[int]] = field(default_factory=dict)  # rule → [bucket, count]
+    # rule → {window index (text): [[ms, event_id], …] of the events that count in it}
+    caps: dict[str, dict[str, list[list[Any]]]] = field(default_factory=dict)
     attribute_points: dict[str, float] = field(default_factory=dict)
     attribute_at: dict[str, int] = field(default_factory=dict)  # attribute rule → granted ms
     counts: dict[str, list[list[Any]]] = field(default_factory=dict)  # trigger → [[ms, id], …]
@@ -111,30 +114,68 @@ def _add(profile: Profile, points: float, at_ms: int, scoring: Scoring) -> None:
     profile.stage = stage_for(profile.score, scoring.lifecycle, profile.stage)
 
 
+CAP_WINDOWS_KEPT = 3  # windows of a capped rule remembered, counting back from the newest
+
+
+def _capped(
+    profile: Profile, rule_id: str, cap: Any, at_ms: int, event_id: str
+) -> tuple[bool, list[Any] | None]:
+    """Whether an event counts under its rule's cap, and the counted event it displaces.
+
+    The events that count in a window are always its *earliest* ``cap.max`` events, whatever
+    the order they arrive in: a late event from earlier in a full window takes the place of the
+    latest counted one. So the score does not depend on arrival order (several cookies of one
+    contact interleave differently from run to run).
+    """
+    period_ms = int(cap.per.total_seconds() * 1000) or 1
+    window = str(at_ms // period_ms)
+    windows = profile.caps.setdefault(rule_id, {})
+    if not isinstance(windows, dict):  # state written before windows were kept
+        windows = profile.caps[rule_id] = {}
+    counted = windows.setdefault(window, [])
+    if any(entry[1] == event_id for entry in counted):
+        return False, None
+    entry = [at_ms, event_id]
+    if len(counted) < cap.max:
+        counted.append(entry)
+        counted.sort()
+        displaced = None
+    elif entry < counted[-1]:
+        displaced = counted.pop()
+        counted.append(entry)
+        counted.sort()
+    else:
+        return False, None
+    newest = max(int(w) for w in windows)
+    for old in [w for w in windows if int(w) <= newest - CAP_WINDOWS_KEPT]:
+        del windows[old]
+    return True, displaced
+
+
 def score_event(
     profile: Profile, event: dict[str, Any], scoring: Scoring, at_ms: int
 ) -> list[ScoreDelta]:
     """Apply every matching scoring rule to ``profile``; return the changes (maybe none).
 
     A rule with a cap counts at most ``cap.max`` events per ``cap.per`` window (fixed windows
-    aligned to the epoch, so the result does not depend on arrival order within a window).
+    aligned to the epoch): the earliest ones, so arrival order does not change the result.
     """
     deltas = []
+    event_id = str(event.get("event_id"))
     for rule in scoring.rules:
         if not rule.match.matches(event):
             continue
+        before = profile.score_at(max(profile.as_of, at_ms), scoring.half_life)
         if rule.cap is not None:
-            period_ms = int(rule.cap.per.total_seconds() * 1000) or 1
-            bucket = at_ms // period_ms
-            current = profile.caps.get(rule.id)
-            count = current[1] if current and current[0] == bucket else 0
-            if count >= rule.cap.max:
+            counts, displaced = _capped(profile, rule.id, rule.cap, at_ms, event_id)
+            if not counts:
                 continue
-            if current is None or current[0] <= bucket:
-                profile.caps[rule.id] = [bucket, count + 1]
+            if displaced is not None:  # its points are withdrawn as of when they were earned
+                _add(profile, -rule.points, int(displaced[0]), scoring)
         _add(profile, rule.points, at_ms, scoring)
-        deltas.append(ScoreDelta(rule.id, rule.points, event.get("event_id"), profile.score,
-                                 profile.stage))  # fmt: skip
+        delta = round(profile.score - before, 6)
+        deltas.append(ScoreDelta(rule.id, delta, event.get("event_id"), profile.score,
+                                 profile.stage, profile.as_of))  # fmt: skip
     return deltas
 
 
@@ -163,7 +204,8 @@ def score_attributes(
             profile.attribute_points[rule.id] = rule.points
             profile.attribute_at[rule.id] = at_ms
             _add(profile, rule.points, at_ms, scoring)
-            deltas.append(ScoreDelta(rule.id, rule.points, None, profile.score, profile.stage))
+            deltas.append(ScoreDelta(rule.id, rule.points, None, profile.score, profile.stage,
+                                     profile.as_of))  # fmt: skip
         elif not holds and applied is not None:
             del profile.attribute_points[rule.id]
             # Withdraw what the grant is still worth: its points have decayed with the rest of
@@ -174,7 +216,8 @@ def score_attributes(
             if granted is not None:
                 points = round(decayed(applied, granted, at_ms, scoring.half_life), 6)
             _add(profile, -points, at_ms, scoring)
-            deltas.append(ScoreDelta(rule.id, -points, None, profile.score, profile.stage))
+            deltas.append(ScoreDelta(rule.id, -points, None, profile.score, profile.stage,
+                                     profile.as_of))  # fmt: skip
     return deltas
 
 
@@ -186,12 +229,19 @@ def absorb(
     Anonymous-only trigger state (pending and active web triggers) stays behind: such rules do
     not apply to an identified contact.
     """
-    for rule_id, (bucket, count) in anonymous.caps.items():
-        mine = contact.caps.get(rule_id)
-        if mine is None or mine[0] < bucket:
-            contact.caps[rule_id] = [bucket, count]
-        elif mine[0] == bucket:
-            mine[1] += count
+    for rule_id, windows in anonymous.caps.items():
+        cap = next((r.cap for r in scoring.rules if r.id == rule_id and r.cap is not None), None)
+        if cap is None or not isinstance(windows, dict):
+            continue
+        for entries in windows.values():
+            for at, counted_id in list(entries):
+                counts, displaced = _capped(contact, rule_id, cap, int(at), str(counted_id))
+                if not counts:  # the contact's own events fill that window: withdraw this one
+                    points = next(r.points for r in scoring.rules if r.id == rule_id)
+                    _add(anonymous, -points, int(at), scoring)
+                elif displaced is not None:
+                    points = next(r.points for r in scoring.rules if r.id == rule_id)
+                    _add(contact, -points, int(displaced[0]), scoring)
     for rule_id, entries in anonymous.counts.items():
         merged = {entry[1]: entry for entry in contact.counts.get(rule_id, [])}
         merged.update({entry[1]: entry for entry in entries})
@@ -202,7 +252,8 @@ def absorb(
     if points == 0:
         return None
     _add(contact, points, at_ms, scoring)
-    return ScoreDelta("anonymous_history", round(points, 6), event_id, contact.score, contact.stage)
+    return ScoreDelta("anonymous_history", round(points, 6), event_id, contact.score, contact.stage,
+                      contact.as_of)  # fmt: skip
 
 
 def _text(value: Any) -> str:

@@ -6,11 +6,14 @@ reach it here instead of opening the files.
 
 - ``GET  /healthz``          liveness
 - ``GET  /metrics``          Prometheus text (worker metrics)
+- ``GET  /debug/tasks``      every asyncio task's stack (diagnosing a stalled worker)
 - ``POST /query``            ``{"sql", "parameters"?}`` → ``{"columns", "rows"}``, read-only
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +31,30 @@ MAX_ROWS = 1_000_000
 
 def _json(value: Any, status: int = 200) -> web.Response:
     return web.Response(body=codec.dumps(value), status=status, content_type="application/json")
+
+
+def _await_chain(coro: Any) -> list[str]:
+    """Where a coroutine waits, following what it awaits down to the innermost frame."""
+    lines = []
+    seen = 0
+    while coro is not None and seen < 40:
+        seen += 1
+        frame = (getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+                 or getattr(coro, "gi_frame", None))  # fmt: skip
+        if frame is not None:
+            lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        nxt = (getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+               or getattr(coro, "gi_yieldfrom", None))  # fmt: skip
+        if isinstance(nxt, asyncio.Task):
+            lines.append(f"(awaits task {nxt.get_name()})")
+            nxt = nxt.get_coro()
+        elif isinstance(nxt, asyncio.Future):
+            lines.append(f"(awaits {nxt!r:.200})")
+            nxt = None
+        elif nxt is None and frame is not None and hasattr(coro, "cr_frame"):
+            pass
+        coro = nxt
+    return lines
 
 
 def make_api(worker: Worker) -> web.Application:
@@ -61,7 +88,46 @@ def make_api(worker: Worker) -> web.Application:
         rows = [list(row) for row in result.result_rows]
         return _json({"columns": list(result.column_names), "rows": rows})
 
+    async def tasks(request: web.Request) -> web.Response:
+        """Every asyncio task and where it waits: for diagnosing a stalled worker."""
+        out = io.StringIO()
+        for task in asyncio.all_tasks():
+            out.write(f"--- {task.get_name()}\n")
+            for line in _await_chain(task.get_coro()):
+                out.write(f"    {line}\n")
+        import gc
+        import types
+
+        for obj in gc.get_objects():
+            if isinstance(obj, types.CoroutineType) and obj.cr_code.co_name.endswith("_agent"):
+                out.write(f"--- agent {obj.cr_code.co_name}\n")
+                for line in _await_chain(obj):
+                    out.write(f"    {line}\n")
+        return web.Response(text=out.getvalue())
+
+    async def consumer(request: web.Request) -> web.Response:
+        """The Faust consumer's view of its partitions: for diagnosing a stalled worker."""
+        c = worker.app.consumer
+
+        def tps(values: Any) -> list[str]:
+            return sorted(f"{tp.topic}:{tp.partition}" for tp in (values or ()))
+
+        state = {
+            "assignment": tps(c.assignment()),
+            "active": tps(getattr(c, "_active_partitions", None)),
+            "paused": tps(getattr(c, "_paused_partitions", None)),
+            "buffered": tps(getattr(c, "_buffered_partitions", None)),
+            "flow_active": getattr(c, "flow_active", None),
+            "committed": {f"{tp.topic}:{tp.partition}": o for tp, o in c._committed_offset.items()},
+            "read": {f"{tp.topic}:{tp.partition}": o for tp, o in c._read_offset.items()},
+            "in_recovery": worker.app.in_recovery,
+            "rebalancing": worker.app.rebalancing,
+        }
+        return _json(state)
+
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/debug/consumer", consumer)
+    app.router.add_get("/debug/tasks", tasks)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/query", query)
     return app

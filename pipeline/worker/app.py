@@ -51,7 +51,9 @@ from pipeline.worker.steps import (
     CookieRecord,
     Counters,
     Out,
+    already_applied,
     contact_step,
+    stamp,
     cookie_command,
     cookie_step,
     due_step,
@@ -72,7 +74,7 @@ OUTPUT_TOPICS = ("identities", "scores", "triggers", "contacts", "contact-update
 BATCH = 500
 BATCH_WITHIN = 0.01
 TICK_RESEND = 5.0  # seconds before a due tick is sent again if the first was not handled
-SINK_BATCH = 20_000
+SINK_BATCH = 10_000
 SINK_WITHIN = 1.0
 SINK_TOPICS = (CONTACT_WORK, "identities", "contacts", "scores", "triggers")
 
@@ -111,6 +113,11 @@ class Worker:
             producer_acks=-1,
             producer_linger_ms=2,
             stream_wait_empty=False,
+            # Faust stops fetching a partition while a stream's buffer is under pressure and
+            # resumes when it drains; with two agents on one topic (stage 2 and the sink) and a
+            # rebalance in between, a resume can be missed and the partition stalls. Buffers
+            # larger than any batch keep that path cold.
+            stream_buffer_maxsize=65_536,
             logging_config=None,
         )
         app = self.app
@@ -154,14 +161,47 @@ class Worker:
         app.timer(1.0, name="rules-reload")(self._reload_rules)
 
     # -- plumbing ---------------------------------------------------------------------------
-    def emit(self, outs: Iterable[Out]) -> None:
+    def emit(self, outs: Iterable[Out], pending: list[Any] | None = None) -> None:
+        """Produce records; their delivery futures join ``pending`` (see ``drain``)."""
         for out in outs:
             value = codec.dumps(out.value) if out.value is not None else None
             key = out.key.encode() if out.key is not None else None
-            self.out[out.topic].send_soon(key=key, value=value)
+            future = self.out[out.topic].send_soon(key=key, value=value)
+            if pending is not None:
+                pending.append(future)
             self.metrics.produced.labels(out.topic).inc()
 
-    def dead_letter(self, source: str, exc: BaseException, payload: bytes | None) -> None:
+    async def drain(self, pending: list[Any]) -> None:
+        """Wait until every record produced so far — outputs and table changelogs — is
+        acknowledged by the broker. Called before a batch is acknowledged, so that a crash can
+        only ever replay input, never lose output (at-least-once).
+
+        Faust's own ``producer.flush()`` may return while its send buffer still holds records
+        (it gives up after 0.1 s without progress), hence the explicit wait.
+        """
+        buffer = self.app.producer.buffer
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        warned = False
+        while buffer.size:
+            await asyncio.sleep(0.001)
+            if not warned and loop.time() - started > 10:
+                warned = True
+                log.warning("producer buffer still holds %d records after 10 s", buffer.size)
+        if pending:
+            done, waiting = await asyncio.wait(pending, timeout=10)
+            if waiting:
+                log.warning("%d of %d records not acknowledged after 10 s; still waiting",
+                            len(waiting), len(pending))  # fmt: skip
+                await asyncio.gather(*waiting)
+            for future in done:
+                future.result()  # raise a delivery error
+            pending.clear()
+        await asyncio.sleep(0)  # a changelog record the buffer just handed on reaches aiokafka
+        await self.app.producer.flush()
+
+    def dead_letter(self, source: str, exc: BaseException, payload: bytes | None,
+                    pending: list[Any] | None = None) -> None:  # fmt: skip
         log.error("%s: %s", source, "".join(traceback.format_exception_only(exc)).strip(),
                   exc_info=exc)  # fmt: skip
         try:
@@ -171,7 +211,7 @@ class Worker:
         self.emit([Out("dead-letter", None, {
             "received_at": self.clock.now(), "source": source,
             "error": f"{type(exc).__name__}: {exc}", "payload": decoded,
-        })])  # fmt: skip
+        })], pending)  # fmt: skip
         self.metrics.dead_letters.labels(source).inc()
 
     # Table keys are bytes, exactly as the topic keys, so the partitioner agrees with the topics.
@@ -223,37 +263,54 @@ class Worker:
         async for batch in stream.take_events(BATCH, within=BATCH_WITHIN):
             rules = self.rules.rules
             counters = Counters()
+            pending: list[Any] = []
+            records: dict[str, tuple[CookieRecord, Any]] = {}
+
+            def cookie(key: str, event: Any) -> CookieRecord:
+                held = records.get(key)
+                record = held[0] if held else CookieRecord.from_dict(self._load(self.cookies, key))
+                records[key] = (record, event)
+                return record
+
             for event in batch:
                 message = event.message
-                _current_event.set(weakref.ref(event))
                 try:
                     key = message.key.decode() if message.key else None
                     value = codec.loads(message.value)
                     if message.topic == self.cookie_topics:
                         if key is None:
                             raise ValueError("cookie command without a key")
-                        record = CookieRecord.from_dict(self._load(self.cookies, key))
+                        record = cookie(key, event)
+                        if already_applied(record.offsets, message.topic, message.partition,
+                                           message.offset):  # fmt: skip
+                            counters.add("replayed")
+                            continue
                         if value.get("k") == "due":
                             self.emit(due_step(record, rules, int(value["at"]), counters,
-                                               anonymous_id=key))  # fmt: skip
+                                               anonymous_id=key), pending)  # fmt: skip
                         else:
                             cookie_command(record, value)
-                        self._store(self.cookies, key, record.to_dict())
-                        self._index_due(self.cookie_due, key, record.profile.pending)
                         continue
                     aid = value.get("anonymous_id")
+                    here = (message.partition, message.offset)
                     if aid is None:  # no cookie: nothing to remember per key
-                        self.emit(cookie_step(CookieRecord(), value, rules, counters))
+                        self.emit(stamp(cookie_step(CookieRecord(), value, rules, counters),
+                                        *here), pending)  # fmt: skip
                         continue
-                    record = CookieRecord.from_dict(self._load(self.cookies, aid))
-                    self.emit(cookie_step(record, value, rules, counters))
-                    self._store(self.cookies, aid, record.to_dict())
-                    self._index_due(self.cookie_due, aid, record.profile.pending)
+                    record = cookie(aid, event)
+                    if already_applied(record.offsets, message.topic, message.partition,
+                                       message.offset):  # fmt: skip
+                        counters.add("replayed")
+                        continue
+                    self.emit(stamp(cookie_step(record, value, rules, counters), *here), pending)
                 except Exception as exc:  # noqa: BLE001 - one bad message never stops the agent
-                    self.dead_letter("worker:stitch", exc, message.value)
+                    self.dead_letter("worker:stitch", exc, message.value, pending)
+            await self.commit_batch(pending, [
+                (self.cookies, self.cookie_due, key, record.to_dict(), record.profile.pending, event)
+                for key, (record, event) in records.items()
+            ])  # fmt: skip
             self.metrics.processed.labels("stitch").inc(len(batch))
             self._count(counters)
-            await self.app.producer.flush()
 
     # -- stage 2 ------------------------------------------------------------------------------
     async def _contact_agent(self, stream: Any) -> None:
@@ -261,9 +318,10 @@ class Worker:
         async for batch in stream.take_events(BATCH, within=BATCH_WITHIN):
             rules = self.rules.rules
             counters = Counters()
+            pending: list[Any] = []
+            records: dict[str, tuple[ContactRecord, Any]] = {}
             for event in batch:
                 message = event.message
-                _current_event.set(weakref.ref(event))
                 try:
                     key = message.key.decode() if message.key else None
                     value = codec.loads(message.value)
@@ -271,24 +329,54 @@ class Worker:
                         value = {"k": "update", **value}
                     elif value.get("k") == "event" and value["e"].get("contact_id") is None:
                         continue  # an anonymous event: stage 1 scored it; the sink stores it
+                    elif value.get("k") == "erase":
+                        continue  # for the sink
                     if key is None:
                         raise ValueError("contact-work message without a key")
-                    record = ContactRecord.from_dict(key, self._load(self.contacts, key))
-                    if value.get("k") == "due":
-                        self.emit(due_step(record, rules, int(value["at"]), counters))
-                    else:
-                            self.emit(contact_step(record, value, rules, counters))
-                    if record.erased:
-                        self._store(self.contacts, key, None)
-                        self._index_due(self.contact_due, key, [])
+                    held = records.get(key)
+                    record = held[0] if held else ContactRecord.from_dict(
+                        key, self._load(self.contacts, key))  # fmt: skip
+                    if record.erased:  # erased earlier in this batch: start afresh
+                        record = ContactRecord.from_dict(key, None)
+                    records[key] = (record, event)
+                    if already_applied(record.offsets, message.topic, message.partition,
+                                       message.offset):  # fmt: skip
+                        counters.add("replayed")
                         continue
-                    self._store(self.contacts, key, record.to_dict())
-                    self._index_due(self.contact_due, key, record.profile.pending)
+                    if value.get("k") == "due":
+                        self.emit(due_step(record, rules, int(value["at"]), counters), pending)
+                    else:
+                        self.emit(contact_step(record, value, rules, counters), pending)
                 except Exception as exc:  # noqa: BLE001 - one bad message never stops the agent
-                    self.dead_letter("worker:contact", exc, message.value)
+                    self.dead_letter("worker:contact", exc, message.value, pending)
+            await self.commit_batch(pending, [
+                (self.contacts, self.contact_due, key,
+                 None if record.erased else record.to_dict(),
+                 [] if record.erased else record.profile.pending, event)
+                for key, (record, event) in records.items()
+            ])  # fmt: skip
             self.metrics.processed.labels("contact").inc(len(batch))
             self._count(counters)
-            await self.app.producer.flush()
+
+    async def commit_batch(
+        self, pending: list[Any], states: list[tuple[Any, Any, str, Any, list[Any], Any]]
+    ) -> None:
+        """Make a batch's effects durable in the order that keeps a crash harmless.
+
+        1. Outputs first: wait until the broker acknowledged every record the batch produced.
+        2. Then state: write each touched key once (its changelog record) and wait for that.
+        Only then does the agent acknowledge the batch. A crash before (2) replays the batch
+        from the old state and produces the same outputs again (duplicates, never losses); a
+        crash after (2) replays events the state has seen, which are skipped as duplicates.
+        """
+        await self.drain(pending)
+        for table, due_table, key, state, due, event in states:
+            # Faust's RocksDB store files a write under the current event's partition: make the
+            # event that touched this key current (its key and partition are the state's).
+            _current_event.set(weakref.ref(event))
+            self._store(table, key, state)
+            self._index_due(due_table, key, due)
+        await self.drain([])
 
     # -- sink ---------------------------------------------------------------------------------
     def migrate(self) -> list[str]:

@@ -71,16 +71,32 @@ class CookieRecord:
 
     cookie: Cookie = field(default_factory=Cookie)
     profile: Profile = field(default_factory=Profile)  # the anonymous profile
-    deleted: bool = False
+    offsets: dict[str, int] = field(default_factory=dict)  # see ``already_applied``
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cookie": self.cookie.to_dict(), "profile": self.profile.to_dict()}
+        return {"cookie": self.cookie.to_dict(), "profile": self.profile.to_dict(),
+                "offsets": self.offsets}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> CookieRecord:
         if not data:
             return cls()
-        return cls(Cookie.from_dict(data.get("cookie")), Profile.from_dict(data.get("profile")))
+        return cls(Cookie.from_dict(data.get("cookie")), Profile.from_dict(data.get("profile")),
+                   dict(data.get("offsets") or {}))  # fmt: skip
+
+
+def already_applied(offsets: dict[str, int], topic: str, partition: int, offset: int) -> bool:
+    """True when this input record is already reflected in the state; else record it.
+
+    A key's records always come from one partition of each input topic, so remembering the
+    last offset applied per ``topic:partition`` in the key's own state makes a replay after a
+    crash exact: what the recovered state has seen is skipped, whatever its event ids.
+    """
+    source = f"{topic}:{partition}"
+    if offset <= offsets.get(source, -1):
+        return True
+    offsets[source] = offset
+    return False
 
 
 def _score_out(deltas: list[ScoreDelta], contact_id: str | None, anonymous_id: str | None,
@@ -95,7 +111,7 @@ def _score_out(deltas: list[ScoreDelta], contact_id: str | None, anonymous_id: s
             "rule": d.rule,
             "event_id": d.event_id,
             "lifecycle_stage": d.stage,
-            "at": from_millis(at_ms),
+            "at": from_millis(d.as_of or at_ms),
         })  # fmt: skip
         for d in deltas
     ]
@@ -213,6 +229,8 @@ class ContactRecord:
     cookies: list[list[Any]] = field(default_factory=list)  # [[anonymous_id, linked ms]]
     absorbed: list[str] = field(default_factory=list)  # cookies whose history joined
     erased: bool = False  # ``forget``: the agent deletes the state
+    offsets: dict[str, int] = field(default_factory=dict)  # see ``already_applied``
+    sources: dict[str, list[int]] = field(default_factory=dict)  # see ``stamp``
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -220,6 +238,8 @@ class ContactRecord:
             "profile": self.profile.to_dict(),
             "cookies": self.cookies,
             "absorbed": self.absorbed,
+            "offsets": self.offsets,
+            "sources": self.sources,
         }
 
     @classmethod
@@ -231,6 +251,8 @@ class ContactRecord:
             Profile.from_dict(data.get("profile")),
             list(data.get("cookies") or ()),
             list(data.get("absorbed") or ()),
+            offsets=dict(data.get("offsets") or {}),
+            sources=dict(data.get("sources") or {}),
         )
 
     def subject(self) -> Subject:
@@ -246,6 +268,35 @@ class ContactRecord:
         )
 
 
+def stamp(outs: list[Out], partition: int, offset: int) -> list[Out]:
+    """Mark stage 1's ``contact-work`` records with where they came from in ``ma.events``.
+
+    If stage 1 crashes after sending its outputs but before saving its state, it processes the
+    same events again and sends the same records again. Stage 2 recognises them: per cookie
+    (and source partition) it keeps the last ``[offset, index]`` applied.
+    """
+    stamped = []
+    for index, out in enumerate(outs):
+        if out.topic == CONTACT_WORK and out.value is not None:
+            out = Out(out.topic, out.key, {**out.value, "src": [partition, offset, index]})
+        stamped.append(out)
+    return stamped
+
+
+def _replayed(record: ContactRecord, message: dict[str, Any]) -> bool:
+    src = message.get("src")
+    if not src:
+        return False
+    partition, offset, index = src
+    aid = message.get("aid") or (message.get("e") or {}).get("anonymous_id") or "-"
+    source = f"{partition}:{aid}"
+    last = record.sources.get(source)
+    if last is not None and [offset, index] <= last:
+        return True
+    record.sources[source] = [offset, index]
+    return False
+
+
 def contact_step(
     record: ContactRecord,
     message: dict[str, Any],
@@ -254,6 +305,9 @@ def contact_step(
 ) -> list[Out]:
     """Stage 2 for one ``contact-work`` message or ``ma.contact-updates`` value."""
     counters = counters or Counters()
+    if _replayed(record, message):
+        counters.add("replayed")
+        return []
     kind = message.get("k", "update")
     contact_id = record.contact.contact_id
     if kind == "event":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -133,6 +134,52 @@ class Stack:
         log = self.tmp / f"worker-{uuid.uuid4().hex[:6]}.log"
         self.worker = start_worker(self.settings, log)
 
+    async def lag(self) -> dict[str, int]:
+        """Records not yet committed by the worker's consumer group, per input topic."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        topics = [self.settings.topic(t) for t in
+                  ("events", "x.contact-work", "contact-updates", "x.cookie-commands")]
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap)
+        await admin.start()
+        await consumer.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(self.settings.app_id)
+            partitions = [TopicPartition(t, p) for t in topics
+                          for p in range(self.settings.topic_partitions)]
+            ends = await consumer.end_offsets(partitions)
+        finally:
+            await consumer.stop()
+            await admin.close()
+        lag: dict[str, int] = {}
+        for tp, end in ends.items():
+            done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(end - done, 0)
+        return lag
+
+    async def quiescent(self, timeout: float = 120) -> None:
+        """Wait until the worker has committed everything on its input topics."""
+        last: dict[str, int] = {}
+
+        async def idle() -> bool:
+            nonlocal last
+            last = await self.lag()
+            return not any(last.values())
+
+        try:
+            await eventually(idle, timeout=timeout, every=0.5)
+        except TimeoutError:
+            import aiohttp as _aiohttp
+
+            async with _aiohttp.ClientSession() as http:
+                response = await http.get(f"{self.settings.worker_api}/debug/tasks")
+                (self.tmp / "tasks.txt").write_text(await response.text())
+                response = await http.get(f"{self.settings.worker_api}/debug/consumer")
+                (self.tmp / "consumer.json").write_text(await response.text())
+            raise AssertionError(f"the worker did not catch up: lag {last}") from None
+
     def advance(self, by: timedelta) -> None:
         self.clock.shift(by)
 
@@ -172,6 +219,7 @@ async def open_stack(kafka_bootstrap: str, tmp: Path) -> AsyncIterator[Stack]:
         clickhouse_database=f"s_{test_id}", data_dir=tmp / "data", cache_dir=REPO / ".cache",
         store="memory://", config=rules_file, http_port=free_port(),
         worker_web_port=free_port(), clock_file=clock_file,
+        log_level=os.environ.get("MA_TEST_WORKER_LOG_LEVEL", "info"),
         link_secrets="k2:test-signing-secret-0002,k1:test-signing-secret-0001",  # type: ignore[arg-type]
     )
     await ensure_topics(settings)
