@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -159,8 +159,9 @@ def _print_rows(columns: list[str], rows: list[list[Any]], fmt: str, out: Any) -
         writer = csv.writer(out)
         writer.writerow(columns)
         for row in rows:
-            writer.writerow([codec.dumps(v).decode() if isinstance(v, dict | list) else v
-                             for v in row])  # fmt: skip
+            writer.writerow(
+                [codec.dumps(v).decode() if isinstance(v, dict | list) else v for v in row]
+            )
     else:
         from rich.console import Console
         from rich.table import Table
@@ -205,7 +206,8 @@ def _segment(ctx: click.Context, name: str) -> Any:
     if segment is None:
         known = ", ".join(s.name for s in rules.segments) or "none"
         raise click.ClickException(f"no segment {name!r} in {settings.config} (known: {known})")
-    return compile_segment(segment, settings.clickhouse_database)
+    return compile_segment(segment, settings.clickhouse_database,
+                           half_life=rules.scoring.half_life)  # fmt: skip
 
 
 @segments.command("list")
@@ -250,8 +252,11 @@ def segments_export(ctx: click.Context, name: str, fmt: str, out: str | None) ->
     settings = _settings(ctx)
     compiled = _segment(ctx, name)
     try:
-        columns, rows = _run(run_query(settings, compiled.export_sql(settings.clickhouse_database),
-                                       compiled.parameters))  # fmt: skip
+        columns, rows = _run(
+            run_query(
+                settings, compiled.export_sql(settings.clickhouse_database), compiled.parameters
+            )
+        )
     except QueryError as exc:
         raise click.ClickException(str(exc)) from exc
     if out:
@@ -271,13 +276,22 @@ def contacts() -> None:
 @contacts.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--source", required=True, help="the source name the merge rules rank, e.g. import")
-@click.option("--map", "maps", multiple=True, metavar="COLUMN=FIELD",
-              help="rename a column (COLUMN= drops it); repeatable")
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
-              help="write every problem (line: message) to this file")
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="COLUMN=FIELD",
+    help="rename a column (COLUMN= drops it); repeatable",
+)
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write every problem (line: message) to this file",
+)
 @click.pass_context
-def contacts_import(ctx: click.Context, file: Path, source: str, maps: tuple[str, ...],
-                    report: Path | None) -> None:  # fmt: skip
+def contacts_import(
+    ctx: click.Context, file: Path, source: str, maps: tuple[str, ...], report: Path | None
+) -> None:
     """Stream FILE.csv onto ma.contact-updates (bad rows reported by line and skipped)."""
     from rich.progress import BarColumn, Progress, TransferSpeedColumn
 
@@ -287,13 +301,24 @@ def contacts_import(ctx: click.Context, file: Path, source: str, maps: tuple[str
         mapping = parse_mapping(maps)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--map") from exc
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  "[progress.percentage]{task.percentage:>3.0f}%", TransferSpeedColumn(),
-                  transient=True) as progress:  # fmt: skip
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        "[progress.percentage]{task.percentage:>3.0f}%",
+        TransferSpeedColumn(),
+        transient=True,
+    ) as progress:
         task = progress.add_task(f"importing {file.name}", total=file.stat().st_size)
         try:
-            result = _run(import_csv(_settings(ctx), file, source=source, mapping=mapping,
-                                     on_progress=lambda done: progress.update(task, completed=done)))  # fmt: skip
+            result = _run(
+                import_csv(
+                    _settings(ctx),
+                    file,
+                    source=source,
+                    mapping=mapping,
+                    on_progress=lambda done: progress.update(task, completed=done),
+                )
+            )
         except (ValueError, BrokerUnavailable) as exc:
             raise click.ClickException(str(exc)) from exc
     for problem in result.problems[:20]:
@@ -307,8 +332,12 @@ def contacts_import(ctx: click.Context, file: Path, source: str, maps: tuple[str
 
 @main.command()
 @click.argument("email")
-@click.option("--wait/--no-wait", default=True, show_default=True,
-              help="wait until ClickHouse confirms the erasure")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="wait until ClickHouse confirms the erasure",
+)
 @click.option("--timeout", default=120.0, show_default=True, help="seconds to wait")
 @click.pass_context
 def forget(ctx: click.Context, email: str, wait: bool, timeout: float) -> None:
@@ -328,10 +357,17 @@ def forget(ctx: click.Context, email: str, wait: bool, timeout: float) -> None:
         producer = JsonProducer(settings, client_id="ma-forget")
         await producer.start(give_up_after=10)
         try:
-            await producer.send_json(settings.topic("contact-updates"), contact_id, {
-                "contact_id": contact_id, "op": "forget", "source": "forget",
-                "received_at": settings.clock().now(), "erasure_id": erasure_id,
-            })  # fmt: skip
+            await producer.send_json(
+                settings.topic("contact-updates"),
+                contact_id,
+                {
+                    "contact_id": contact_id,
+                    "op": "forget",
+                    "source": "forget",
+                    "received_at": settings.clock().now(),
+                    "erasure_id": erasure_id,
+                },
+            )
         finally:
             await producer.stop()
 
@@ -342,8 +378,11 @@ def forget(ctx: click.Context, email: str, wait: bool, timeout: float) -> None:
         while time.monotonic() < deadline:
             try:
                 _, rows = await run_query(
-                    settings, f"SELECT rows_deleted FROM {settings.clickhouse_database}.erasures "
-                    "WHERE erasure_id = {e:String}", {"e": erasure_id})  # fmt: skip
+                    settings,
+                    f"SELECT rows_deleted FROM {settings.clickhouse_database}.erasures "
+                    "WHERE erasure_id = {e:String}",
+                    {"e": erasure_id},
+                )
             except QueryError:
                 rows = []
             if rows:
@@ -364,6 +403,35 @@ def forget(ctx: click.Context, email: str, wait: bool, timeout: float) -> None:
         )
 
 
+@main.command()
+@click.option("--visitors", default=200, show_default=True, help="synthetic visitors to send")
+@click.option("--seed", default=1, show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, visitors: int, seed: int) -> None:
+    """Send realistic synthetic traffic to the running pipeline and print a summary."""
+    from pipeline.demo import run_demo
+    from pipeline.rules import RulesError, load_rules
+
+    settings = _settings(ctx)
+    try:
+        rules = load_rules(settings.config)
+        summary = _run(run_demo(settings, rules, visitors=visitors, seed=seed))
+    except (RulesError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot reach the collector on port {settings.http_port} ({exc}): start the "
+            "pipeline first with `make run` (or `ma-pipeline run`)"
+        ) from exc
+    click.echo(
+        f"sent {summary.visitors} visitors: {summary.requests} requests, "
+        f"{summary.accepted} events accepted, {summary.rejected} rejected, "
+        f"{summary.clicks} email clicks, {summary.contacts_synced} CRM contacts"
+    )
+    for name, value in summary.figures.items():
+        click.echo(f"  {name}: {value}")
+
+
 # -- links -------------------------------------------------------------------------------------
 @main.group()
 def links() -> None:
@@ -380,12 +448,21 @@ def links() -> None:
 @click.option("--link-id", help="which link of the mail (for scanner burst detection)")
 @click.option("--ttl", default="90d", show_default=True, help="validity, e.g. 30d")
 @click.pass_context
-def links_sign(ctx: click.Context, email: str | None, contact_id: str | None, url: str | None,
-               purpose: str, campaign: str | None, site: str | None, link_id: str | None,
-               ttl: str) -> None:  # fmt: skip
+def links_sign(
+    ctx: click.Context,
+    email: str | None,
+    contact_id: str | None,
+    url: str | None,
+    purpose: str,
+    campaign: str | None,
+    site: str | None,
+    link_id: str | None,
+    ttl: str,
+) -> None:
     """Print a signed link (sign at send time: the issue time stands for the send time)."""
     from pipeline import contact_id_for
     from pipeline import links as signing
+    from pipeline.links import Purpose
     from pipeline.rules import parse_duration
 
     settings = _settings(ctx)
@@ -393,9 +470,16 @@ def links_sign(ctx: click.Context, email: str | None, contact_id: str | None, ur
         raise click.UsageError("give exactly one of --email, --contact-id")
     contact = contact_id or str(contact_id_for(email or ""))
     try:
-        token = signing.sign(contact_id=contact, purpose=purpose, url=url, campaign_id=campaign,  # type: ignore[arg-type]
-                             site_id=site, link_id=link_id, keys=settings.link_keys,
-                             ttl=parse_duration(ttl))  # fmt: skip
+        token = signing.sign(
+            contact_id=contact,
+            purpose=cast(Purpose, purpose),
+            url=url,
+            campaign_id=campaign,
+            site_id=site,
+            link_id=link_id,
+            keys=settings.link_keys,
+            ttl=parse_duration(ttl),
+        )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(signing.link_url(settings.public_url, token, purpose))  # type: ignore[arg-type]

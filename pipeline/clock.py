@@ -8,6 +8,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,10 +56,8 @@ class FileClock:
     def shift(self, by: timedelta) -> None:
         """Move time forward by ``by`` for every process reading this file."""
         current = self._offset.total_seconds()
-        try:
+        with contextlib.suppress(OSError, ValueError):
             current = float(self.path.read_text().strip() or 0)
-        except (OSError, ValueError):
-            pass
         self.path.write_text(str(current + by.total_seconds()))
         self._checked = 0.0
 

@@ -161,7 +161,7 @@ def email_rejection(email: str) -> str | None:
 
 
 def is_garbage_identifier(value: object) -> bool:
-    """True for ``null``, ``undefined``, ``0``, ``-1``, ``[object Object]``, blanks and quoted forms."""
+    """True for ``null``, ``undefined``, ``0``, ``-1``, ``[object Object]``, blank or quoted."""
     if value is None:
         return True
     if not isinstance(value, str):

@@ -103,7 +103,9 @@ class JsonProducer:
                         "start it with `ma-pipeline broker start` (or `make run`), or set "
                         "MA_KAFKA_BOOTSTRAP"
                     ) from exc
-                log.warning("broker %s not reachable yet (%s); retrying", self.settings.bootstrap, exc)
+                log.warning(
+                    "broker %s not reachable yet (%s); retrying", self.settings.bootstrap, exc
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

@@ -40,7 +40,8 @@ def run_all(settings: Settings) -> None:
         worker.app.task(collector)
         _say(f"collector  http://{settings.http_host}:{settings.http_port}  (try /t.js, /healthz)")
         _say(f"worker API {settings.worker_api}  (ma-pipeline query, segments)")
-        _say(f"ClickHouse {describe_url(settings.clickhouse_url)}, database {settings.clickhouse_database}")
+        database = settings.clickhouse_database
+        _say(f"ClickHouse {describe_url(settings.clickhouse_url)}, database {database}")
         _say(f"rules      {settings.config} (reloaded on change)")
         _say("Ctrl-C stops everything.")
         execute(worker)

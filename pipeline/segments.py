@@ -4,18 +4,22 @@ A declarative segment's ``where`` becomes one ``SELECT contact_id`` over the ana
 every value is a query parameter (``{p0:String}``), never formatted into the text. Raw ``sql``
 segments run as written with their named ``params``. Behaviour conditions read
 ``contact_events`` (so a contact's anonymous history counts) and ignore automated events.
+Scores are stored as of their last change; given the rules' ``half_life``, score conditions and
+exports use the score decayed to now, as the worker would see it.
 
 Example::
 
-    compiled = compile_segment(rules.segment("sales-ready"), database="ma")
+    compiled = compile_segment(rules.segment("sales-ready"), database="ma",
+                               half_life=rules.scoring.half_life)
     compiled.sql          # 'SELECT c.contact_id FROM ma.contacts AS c LEFT JOIN ma.scores …'
-    compiled.parameters   # {'p0': 50.0, 'p1': ['mql', 'sql']}
+    compiled.parameters   # {'p0': 2592000000.0, 'p1': 50.0, 'p2': ['mql', 'sql']}
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from pipeline.rules.matching import EventMatch
@@ -28,6 +32,8 @@ class Compiled:
 
     sql: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    #: the current score of ``s`` (``scores``), decayed when the rules give a half-life
+    score_sql: str = "ifNull(s.score, 0)"
 
     def count_sql(self) -> str:
         return f"SELECT count() FROM ({self.sql})"
@@ -36,7 +42,7 @@ class Compiled:
         return (
             "SELECT c.contact_id AS contact_id, c.email AS email, c.attributes AS attributes, "
             "c.consent_email AS consent_email, c.crm_status AS crm_status, "
-            "c.created_at AS created_at, ifNull(s.score, 0) AS score, "
+            f"c.created_at AS created_at, {self.score_sql} AS score, "
             "if(ifNull(s.lifecycle_stage, '') = '', 'lead', s.lifecycle_stage) AS lifecycle_stage "
             f"FROM {database}.contacts AS c LEFT JOIN {database}.scores AS s "
             "ON s.contact_id = c.contact_id "
@@ -45,13 +51,27 @@ class Compiled:
 
 
 class _Params:
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
+    def __init__(self, values: dict[str, Any] | None = None, prefix: str = "p") -> None:
+        self.values: dict[str, Any] = dict(values or {})
+        self.prefix = prefix
 
     def add(self, value: Any, kind: str) -> str:
-        name = f"p{len(self.values)}"
+        name = f"{self.prefix}{len(self.values)}"
+        while name in self.values:
+            name += "_"
         self.values[name] = value
         return f"{{{name}:{kind}}}"
+
+
+def _score_sql(half_life: timedelta | None, p: _Params) -> str:
+    """The current score of a ``scores`` row ``s``: its value at ``as_of``, decayed to now."""
+    if half_life is None or half_life.total_seconds() <= 0:
+        return "ifNull(s.score, 0)"
+    half_life_ms = p.add(half_life.total_seconds() * 1000, "Float64")
+    return (
+        "ifNull(s.score * pow(0.5, greatest(dateDiff('millisecond', s.as_of, now64(3)), 0) "
+        f"/ {half_life_ms}), 0)"
+    )
 
 
 def glob_regex(glob: str) -> str:
@@ -88,17 +108,19 @@ def _text(value: Any) -> str:
 
 
 def _attribute_sql(condition: AttributeCondition, p: _Params) -> str:
-    column = f"c.attributes[{p.add(condition.field, 'String')}]"
+    key = p.add(condition.field, "String")
+    if condition.exists is not None:
+        return f"{'' if condition.exists else 'NOT '}mapContains(c.attributes, {key})"
+    # a missing attribute reads as '': ``not_equals`` includes contacts without it
+    column = f"c.attributes[{key}]"
     if condition.equals is not None:
         return f"{column} = {p.add(_text(condition.equals), 'String')}"
     if condition.not_equals is not None:
         return f"{column} != {p.add(_text(condition.not_equals), 'String')}"
     if condition.contains is not None:
         return f"positionCaseInsensitiveUTF8({column}, {p.add(condition.contains, 'String')}) > 0"
-    if condition.in_ is not None:
-        return f"{column} IN {p.add([_text(v) for v in condition.in_], 'Array(String)')}"
-    key = p.add(condition.field, "String")
-    return f"{'' if condition.exists else 'NOT '}mapContains(c.attributes, {key})"
+    assert condition.in_ is not None  # the model guarantees exactly one condition
+    return f"{column} IN {p.add([_text(v) for v in condition.in_], 'Array(String)')}"
 
 
 def _behaviour_sql(condition: BehaviourCondition, database: str, p: _Params) -> str:
@@ -112,13 +134,22 @@ def _behaviour_sql(condition: BehaviourCondition, database: str, p: _Params) -> 
     )
 
 
-def compile_segment(segment: Segment, database: str) -> Compiled:
-    """The SQL (and parameters) selecting the ``contact_id``s of a segment."""
+def compile_segment(
+    segment: Segment, database: str, *, half_life: timedelta | None = None
+) -> Compiled:
+    """The SQL (and parameters) selecting the ``contact_id``s of a segment.
+
+    ``half_life`` is the scoring decay of the rules (``rules.scoring.half_life``): score
+    conditions and exports then use the score as of now, not as of its last change.
+    """
     if segment.sql is not None:
-        return Compiled(segment.sql.strip().rstrip(";"), dict(segment.params))
+        raw = _Params(segment.params, prefix="ma_p")
+        score = _score_sql(half_life, raw)
+        return Compiled(segment.sql.strip().rstrip(";"), raw.values, score)
     where = segment.where
     assert where is not None  # the model guarantees exactly one of sql/where
     p = _Params()
+    score = _score_sql(half_life, p)
     clauses: list[str] = []
     clauses += [_attribute_sql(c, p) for c in where.attributes]
     if where.consent_email is not None:
@@ -128,9 +159,9 @@ def compile_segment(segment: Segment, database: str) -> Compiled:
         clauses.append(f"c.created_at >= now64(3) - toIntervalSecond({seconds})")
     needs_score = where.score is not None or where.lifecycle_stage is not None
     if where.score is not None and where.score.min is not None:
-        clauses.append(f"ifNull(s.score, 0) >= {p.add(where.score.min, 'Float64')}")
+        clauses.append(f"{score} >= {p.add(where.score.min, 'Float64')}")
     if where.score is not None and where.score.max is not None:
-        clauses.append(f"ifNull(s.score, 0) <= {p.add(where.score.max, 'Float64')}")
+        clauses.append(f"{score} <= {p.add(where.score.max, 'Float64')}")
     if where.lifecycle_stage is not None:
         stage = "if(ifNull(s.lifecycle_stage, '') = '', 'lead', s.lifecycle_stage)"
         clauses.append(f"{stage} IN {p.add(list(where.lifecycle_stage), 'Array(String)')}")
@@ -140,4 +171,4 @@ def compile_segment(segment: Segment, database: str) -> Compiled:
         sql += f" LEFT JOIN {database}.scores AS s ON s.contact_id = c.contact_id"
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
-    return Compiled(sql, p.values)
+    return Compiled(sql, p.values, score)

@@ -21,7 +21,8 @@ Every variable read (defaults in brackets):
 - ``MA_WORKER_WEB_PORT``     the worker API's port (queries, segments, profiles) [6066]
 - ``MA_WORKER_URL``          where the collector and CLI reach the worker API
                              [``http://127.0.0.1:<MA_WORKER_WEB_PORT>``]
-- ``MA_SINK``                write to ClickHouse from the worker (``false``: run without a sink) [true]
+- ``MA_SINK``                write to ClickHouse from the worker (``false``: no sink) [true]
+- ``MA_SEGMENT_REFRESH``     seconds between recomputing segment membership for profiles [60]
 - ``MA_APP_ID``              Faust application id and consumer-group prefix [``ma-pipeline``]
 - ``MA_STORE``               Faust table store, ``rocksdb://`` or ``memory://`` [``rocksdb://``]
 - ``MA_LINK_SECRETS``        signing keys for email links, ``kid:secret,kid:secret``; the first
@@ -48,7 +49,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.clock import Clock, FileClock, SystemClock
 
-DEV_LINK_SECRET = "dev:change-me-this-is-the-development-link-secret"
+#: Signs links in development only; production sets MA_LINK_SECRETS.
+DEV_LINK_SECRET = "dev:change-me-this-is-the-development-link-secret"  # noqa: S105
 
 
 class Settings(BaseSettings):
@@ -73,6 +75,7 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(default=6066, ge=0, le=65535)
     worker_url: str | None = None
     sink: bool = True
+    segment_refresh: float = Field(default=60.0, gt=0)
     app_id: str = "ma-pipeline"
     store: str = "rocksdb://"
     link_secrets: SecretStr = SecretStr(DEV_LINK_SECRET)

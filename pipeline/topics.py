@@ -115,7 +115,9 @@ async def ensure_topics(
         await admin.close()
 
 
-async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float = 15) -> None:
+async def _wait_for_leaders(
+    admin: AIOKafkaAdminClient, names: list[str], timeout: float = 15
+) -> None:
     """New topics answer NotLeaderForPartition until their leaders are elected: wait for them."""
     deadline = asyncio.get_running_loop().time() + timeout
     while names and asyncio.get_running_loop().time() < deadline:

@@ -49,8 +49,9 @@ async def _via_worker(
 ) -> tuple[list[str], list[list[Any]]]:
     timeout = aiohttp.ClientTimeout(total=300, connect=2)
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        response = await http.post(f"{settings.worker_api}/query",
-                                   data=codec.dumps({"sql": sql, "parameters": parameters}))  # fmt: skip
+        response = await http.post(
+            f"{settings.worker_api}/query", data=codec.dumps({"sql": sql, "parameters": parameters})
+        )
         body = codec.loads(await response.read())
     if response.status != 200:
         raise QueryError(body.get("error", f"worker API answered {response.status}"))

@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -108,10 +109,8 @@ class ClickHouse:
 
         def _reset() -> None:
             if self._client is not None:
-                try:
+                with contextlib.suppress(Exception):  # the connection is already broken
                     self._client.close()
-                except Exception:
-                    pass
                 self._client = None
 
         self._executor.submit(_reset).result()

@@ -25,7 +25,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -111,7 +113,7 @@ class Collector:
         self.spool = Spool()
         self.metrics.spooled.set_function(lambda: len(self.spool))
         self._background: list[asyncio.Task[None]] = []
-        self.profiles: ProfileSource | None = None
+        self.profiles = ProfileSource(settings)
 
     # -- lifecycle -----------------------------------------------------------------------
     def make_app(self) -> web.Application:
@@ -147,16 +149,14 @@ class Collector:
             log.warning("serving before the broker %s answers", self.settings.bootstrap)
         self._background.append(asyncio.create_task(self._watch_rules()))
         self._background.append(asyncio.create_task(self._drain_spool()))
-        if self.profiles is not None:
-            await self.profiles.start()
+        await self.profiles.start()
 
     async def _on_cleanup(self, _app: web.Application) -> None:
         for task in self._background:
             task.cancel()
         # Let a cancelled spool send put its records back before the last attempt below.
         await asyncio.gather(*self._background, return_exceptions=True)
-        if self.profiles is not None:
-            await self.profiles.stop()
+        await self.profiles.stop()
         if self.spool:
             with contextlib.suppress(BrokerUnavailable):
                 await self._send_spooled()
@@ -722,13 +722,14 @@ class Collector:
         aid = request.query.get("aid") or self.cookie_aid(request) or ""
         if not aid or is_garbage_identifier(aid) or len(aid) > 128:
             return _json({"error": "aid: required (the ma_aid cookie value)"}, 400, cors)
-        if self.profiles is None or not self.profiles.ready:
+        try:
+            view = await self.profiles.get(aid)
+        except ProfileUnavailable as exc:
             return _json(
-                {"error": "profiles are not available yet; retry later"},
+                {"error": f"profiles are not available right now ({exc}); retry later"},
                 503,
                 {"Retry-After": RETRY_AFTER, **cors},
             )
-        view = self.profiles.get(aid, self.now())
         return _json(view, 200, {**cors, **NO_STORE})
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -750,17 +751,37 @@ class Collector:
         )
 
 
+class ProfileUnavailable(Exception):
+    """The worker's profile view did not answer."""
+
+
 class ProfileSource:
-    """Where ``/v1/profile`` reads from (provided by the worker's profile view)."""
+    """``/v1/profile`` answers from the worker's state, through the worker API
+    (``MA_WORKER_URL``): the cookie's segments and active web triggers, never PII."""
 
-    ready: bool = False
+    def __init__(self, settings: Settings, timeout: float = 0.5) -> None:
+        self.url = f"{settings.worker_api}/profile/"
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._http: aiohttp.ClientSession | None = None
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession(timeout=self.timeout)
 
-    async def stop(self) -> None: ...
+    async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.close()
 
-    def get(self, anonymous_id: str, now: datetime) -> dict[str, Any]:
-        raise NotImplementedError
+    async def get(self, anonymous_id: str) -> dict[str, Any]:
+        if self._http is None:
+            raise ProfileUnavailable("not started")
+        try:
+            async with self._http.get(self.url + quote(anonymous_id, safe="")) as response:
+                if response.status != 200:
+                    raise ProfileUnavailable(f"worker answered {response.status}")
+                view: dict[str, Any] = codec.loads(await response.read())
+                return view
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ProfileUnavailable(type(exc).__name__) from exc
 
 
 # -- small pure helpers ----------------------------------------------------------------------
@@ -843,4 +864,4 @@ def _reason(error: str) -> str:
     return _INDEX.sub("[]", match.group(0))[:60] if match else "other"
 
 
-__all__ = ["Collector", "EnvelopeError", "ProfileSource", "_is_http_url"]
+__all__ = ["Collector", "EnvelopeError", "ProfileSource", "ProfileUnavailable", "_is_http_url"]

@@ -1,4 +1,4 @@
-"""Events: what clients post (``InboundEvent`` in a ``BatchRequest``) and what flows on ``ma.events``.
+"""Events: what clients post (``InboundEvent`` in a ``BatchRequest``), what flows on ``ma.events``.
 
 Example::
 

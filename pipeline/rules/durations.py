@@ -1,4 +1,4 @@
-"""Durations in the rules file: ``45s``, ``15m``, ``2h``, ``1d``, ``1w`` (or combined, ``1d12h``)."""
+"""Durations in the rules file: ``45s``, ``15m``, ``2h``, ``1d``, ``1w``, or combined: ``1d12h``."""
 
 from __future__ import annotations
 

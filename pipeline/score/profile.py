@@ -174,8 +174,11 @@ def score_event(
                 _add(profile, -rule.points, int(displaced[0]), scoring)
         _add(profile, rule.points, at_ms, scoring)
         delta = round(profile.score - before, 6)
-        deltas.append(ScoreDelta(rule.id, delta, event.get("event_id"), profile.score,
-                                 profile.stage, profile.as_of))  # fmt: skip
+        deltas.append(
+            ScoreDelta(
+                rule.id, delta, event.get("event_id"), profile.score, profile.stage, profile.as_of
+            )
+        )
     return deltas
 
 
@@ -204,8 +207,9 @@ def score_attributes(
             profile.attribute_points[rule.id] = rule.points
             profile.attribute_at[rule.id] = at_ms
             _add(profile, rule.points, at_ms, scoring)
-            deltas.append(ScoreDelta(rule.id, rule.points, None, profile.score, profile.stage,
-                                     profile.as_of))  # fmt: skip
+            deltas.append(
+                ScoreDelta(rule.id, rule.points, None, profile.score, profile.stage, profile.as_of)
+            )
         elif not holds and applied is not None:
             del profile.attribute_points[rule.id]
             # Withdraw what the grant is still worth: its points have decayed with the rest of
@@ -216,8 +220,9 @@ def score_attributes(
             if granted is not None:
                 points = round(decayed(applied, granted, at_ms, scoring.half_life), 6)
             _add(profile, -points, at_ms, scoring)
-            deltas.append(ScoreDelta(rule.id, -points, None, profile.score, profile.stage,
-                                     profile.as_of))  # fmt: skip
+            deltas.append(
+                ScoreDelta(rule.id, -points, None, profile.score, profile.stage, profile.as_of)
+            )
     return deltas
 
 
@@ -252,8 +257,9 @@ def absorb(
     if points == 0:
         return None
     _add(contact, points, at_ms, scoring)
-    return ScoreDelta("anonymous_history", round(points, 6), event_id, contact.score, contact.stage,
-                      contact.as_of)  # fmt: skip
+    return ScoreDelta(
+        "anonymous_history", round(points, 6), event_id, contact.score, contact.stage, contact.as_of
+    )
 
 
 def _text(value: Any) -> str:

@@ -178,8 +178,9 @@ def _fire(
     if rule.channel == "web":
         active_until = now_ms + _ms(rule.once_per or WEB_ACTIVE)
         profile.web = [w for w in profile.web if w["rule"] != rule.id and w["until"] > now_ms]
-        profile.web.append({"rule": rule.id, "trigger_id": pending["trigger_id"],
-                            "until": active_until})  # fmt: skip
+        profile.web.append(
+            {"rule": rule.id, "trigger_id": pending["trigger_id"], "until": active_until}
+        )
     message: dict[str, Any] = {
         "trigger_id": pending["trigger_id"],
         "rule": rule.id,

@@ -7,6 +7,7 @@ reach it here instead of opening the files.
 - ``GET  /healthz``          liveness
 - ``GET  /metrics``          Prometheus text (worker metrics)
 - ``GET  /debug/tasks``      every asyncio task's stack (diagnosing a stalled worker)
+- ``GET  /profile/{aid}``    a cookie's segments and active web triggers (``/v1/profile``)
 - ``POST /query``            ``{"sql", "parameters"?}`` → ``{"columns", "rows"}``, read-only
 """
 
@@ -39,12 +40,18 @@ def _await_chain(coro: Any) -> list[str]:
     seen = 0
     while coro is not None and seen < 40:
         seen += 1
-        frame = (getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
-                 or getattr(coro, "gi_frame", None))  # fmt: skip
+        frame = (
+            getattr(coro, "cr_frame", None)
+            or getattr(coro, "ag_frame", None)
+            or getattr(coro, "gi_frame", None)
+        )
         if frame is not None:
             lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
-        nxt = (getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
-               or getattr(coro, "gi_yieldfrom", None))  # fmt: skip
+        nxt = (
+            getattr(coro, "cr_await", None)
+            or getattr(coro, "ag_await", None)
+            or getattr(coro, "gi_yieldfrom", None)
+        )
         if isinstance(nxt, asyncio.Task):
             lines.append(f"(awaits task {nxt.get_name()})")
             nxt = nxt.get_coro()
@@ -64,8 +71,10 @@ def make_api(worker: Worker) -> web.Application:
         return _json({"status": "ok"})
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(worker.metrics.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})  # fmt: skip
+        return web.Response(
+            body=generate_latest(worker.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
 
     async def query(request: web.Request) -> web.Response:
         if worker.clickhouse is None:
@@ -79,11 +88,18 @@ def make_api(worker: Worker) -> web.Application:
         except (ValueError, KeyError, TypeError):
             return _json({"error": 'body must be {"sql": "...", "parameters": {...}}'}, 400)
         try:
-            result = await worker.clickhouse.run(lambda c: c.query(
-                sql, parameters=parameters,
-                settings={"readonly": 1, "max_result_rows": MAX_ROWS, "result_overflow_mode": "throw"},
-            ))  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - the analyst gets ClickHouse's message
+            result = await worker.clickhouse.run(
+                lambda c: c.query(
+                    sql,
+                    parameters=parameters,
+                    settings={
+                        "readonly": 1,
+                        "max_result_rows": MAX_ROWS,
+                        "result_overflow_mode": "throw",
+                    },
+                )
+            )
+        except Exception as exc:
             return _json({"error": str(exc).split("\n")[0][:2000]}, 400)
         rows = [list(row) for row in result.result_rows]
         return _json({"columns": list(result.column_names), "rows": rows})
@@ -107,7 +123,7 @@ def make_api(worker: Worker) -> web.Application:
 
     async def consumer(request: web.Request) -> web.Response:
         """The Faust consumer's view of its partitions: for diagnosing a stalled worker."""
-        c = worker.app.consumer
+        c: Any = worker.app.consumer
 
         def tps(values: Any) -> list[str]:
             return sorted(f"{tp.topic}:{tp.partition}" for tp in (values or ()))
@@ -125,6 +141,12 @@ def make_api(worker: Worker) -> web.Application:
         }
         return _json(state)
 
+    async def profile(request: web.Request) -> web.Response:
+        from pipeline.worker.profiles import profile_view
+
+        return _json(profile_view(worker, request.match_info["aid"]))
+
+    app.router.add_get("/profile/{aid}", profile)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/debug/consumer", consumer)
     app.router.add_get("/debug/tasks", tasks)

@@ -35,15 +35,16 @@ from aiohttp import web
 from faust.streams import _current_event
 
 from pipeline import codec
-from pipeline.clock import Clock, to_millis
 from pipeline.clickhouse import ClickHouse, connect
 from pipeline.clickhouse.migrate import migrate
+from pipeline.clock import Clock, to_millis
 from pipeline.rules import RulesWatcher
-from pipeline.sink import SinkWriter, rows_for
-from pipeline.worker.api import make_api
 from pipeline.settings import Settings
+from pipeline.sink import SinkWriter, rows_for
 from pipeline.topics import INTERNAL_TOPICS, TopicSpec
+from pipeline.worker.api import make_api
 from pipeline.worker.metrics import WorkerMetrics
+from pipeline.worker.profiles import SegmentMembership
 from pipeline.worker.steps import (
     CONTACT_WORK,
     COOKIE_COMMANDS,
@@ -53,24 +54,37 @@ from pipeline.worker.steps import (
     Out,
     already_applied,
     contact_step,
-    stamp,
     cookie_command,
     cookie_step,
     due_step,
+    stamp,
 )
 
 log = logging.getLogger(__name__)
 
 INTERNAL_TOPICS.extend(
     [
-        TopicSpec(CONTACT_WORK, "contact_id (anonymous events: anonymous_id)",
-                  "stage 1 → stage 2: resolved events and identity notices", public=False),
-        TopicSpec(COOKIE_COMMANDS, "anonymous_id", "stage 2 → stage 1: unlink commands",
-                  public=False),
-    ]  # fmt: skip
+        TopicSpec(
+            CONTACT_WORK,
+            "contact_id (anonymous events: anonymous_id)",
+            "stage 1 → stage 2: resolved events and identity notices",
+            public=False,
+        ),
+        TopicSpec(
+            COOKIE_COMMANDS, "anonymous_id", "stage 2 → stage 1: unlink commands", public=False
+        ),
+    ]
 )
-OUTPUT_TOPICS = ("identities", "scores", "triggers", "contacts", "contact-updates", "dead-letter",
-                 CONTACT_WORK, COOKIE_COMMANDS)  # fmt: skip
+OUTPUT_TOPICS = (
+    "identities",
+    "scores",
+    "triggers",
+    "contacts",
+    "contact-updates",
+    "dead-letter",
+    CONTACT_WORK,
+    COOKIE_COMMANDS,
+)
 BATCH = 500
 BATCH_WITHIN = 0.01
 TICK_RESEND = 5.0  # seconds before a due tick is sent again if the first was not handled
@@ -88,8 +102,14 @@ class Worker:
         worker.app.main()   # or: await worker.app.start()
     """
 
-    def __init__(self, settings: Settings, rules: RulesWatcher, clock: Clock | None = None,
-                 *, web: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        rules: RulesWatcher,
+        clock: Clock | None = None,
+        *,
+        web: bool = True,
+    ) -> None:
         self.settings = settings
         self.rules = rules
         self.clock = clock or settings.clock()
@@ -123,18 +143,37 @@ class Worker:
         app = self.app
 
         def topic(name: str) -> Any:
-            return app.topic(settings.topic(name), partitions=partitions, internal=False,
-                             key_serializer="raw", value_serializer="raw")  # fmt: skip
+            return app.topic(
+                settings.topic(name),
+                partitions=partitions,
+                internal=False,
+                key_serializer="raw",
+                value_serializer="raw",
+            )
 
         self.out = {name: topic(name) for name in OUTPUT_TOPICS}
-        stitch_in = app.topic(settings.topic("events"), settings.topic(COOKIE_COMMANDS),
-                              key_serializer="raw", value_serializer="raw")  # fmt: skip
-        contact_in = app.topic(settings.topic(CONTACT_WORK), settings.topic("contact-updates"),
-                               key_serializer="raw", value_serializer="raw")  # fmt: skip
+        stitch_in = app.topic(
+            settings.topic("events"),
+            settings.topic(COOKIE_COMMANDS),
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        contact_in = app.topic(
+            settings.topic(CONTACT_WORK),
+            settings.topic("contact-updates"),
+            key_serializer="raw",
+            value_serializer="raw",
+        )
 
         def table(name: str) -> Any:
-            return app.Table(name, default=None, partitions=partitions, use_partitioner=True,
-                             key_type=bytes, value_type=bytes)  # fmt: skip
+            return app.Table(
+                name,
+                default=None,
+                partitions=partitions,
+                use_partitioner=True,
+                key_type=bytes,
+                value_type=bytes,
+            )
 
         self.cookies = table("cookies")
         self.contacts = table("contacts")
@@ -152,13 +191,19 @@ class Worker:
         if settings.sink:
             self.clickhouse = connect(settings)
             self.writer = SinkWriter(self.clickhouse, on_retry=self._sink_retry)
-            sink_in = app.topic(*(settings.topic(name) for name in SINK_TOPICS),
-                                key_serializer="raw", value_serializer="raw")  # fmt: skip
+            sink_in = app.topic(
+                *(settings.topic(name) for name in SINK_TOPICS),
+                key_serializer="raw",
+                value_serializer="raw",
+            )
             app.agent(sink_in, name="sink")(self._sink_agent)
         self.web = web
         app.task(self._serve_api)
         app.timer(0.25, name="due-triggers")(self._fire_due)
         app.timer(1.0, name="rules-reload")(self._reload_rules)
+        self.membership = SegmentMembership()
+        if settings.sink:
+            app.timer(settings.segment_refresh, name="segment-membership")(self._refresh_segments)
 
     # -- plumbing ---------------------------------------------------------------------------
     def emit(self, outs: Iterable[Out], pending: list[Any] | None = None) -> None:
@@ -191,8 +236,11 @@ class Worker:
         if pending:
             done, waiting = await asyncio.wait(pending, timeout=10)
             if waiting:
-                log.warning("%d of %d records not acknowledged after 10 s; still waiting",
-                            len(waiting), len(pending))  # fmt: skip
+                log.warning(
+                    "%d of %d records not acknowledged after 10 s; still waiting",
+                    len(waiting),
+                    len(pending),
+                )
                 await asyncio.gather(*waiting)
             for future in done:
                 future.result()  # raise a delivery error
@@ -200,18 +248,35 @@ class Worker:
         await asyncio.sleep(0)  # a changelog record the buffer just handed on reaches aiokafka
         await self.app.producer.flush()
 
-    def dead_letter(self, source: str, exc: BaseException, payload: bytes | None,
-                    pending: list[Any] | None = None) -> None:  # fmt: skip
-        log.error("%s: %s", source, "".join(traceback.format_exception_only(exc)).strip(),
-                  exc_info=exc)  # fmt: skip
+    def dead_letter(
+        self,
+        source: str,
+        exc: BaseException,
+        payload: bytes | None,
+        pending: list[Any] | None = None,
+    ) -> None:
+        log.error(
+            "%s: %s", source, "".join(traceback.format_exception_only(exc)).strip(), exc_info=exc
+        )
         try:
             decoded: Any = codec.loads(payload) if payload else None
         except ValueError:
             decoded = (payload or b"")[:65536].decode("utf-8", errors="replace")
-        self.emit([Out("dead-letter", None, {
-            "received_at": self.clock.now(), "source": source,
-            "error": f"{type(exc).__name__}: {exc}", "payload": decoded,
-        })], pending)  # fmt: skip
+        self.emit(
+            [
+                Out(
+                    "dead-letter",
+                    None,
+                    {
+                        "received_at": self.clock.now(),
+                        "source": source,
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "payload": decoded,
+                    },
+                )
+            ],
+            pending,
+        )
         self.metrics.dead_letters.labels(source).inc()
 
     # Table keys are bytes, exactly as the topic keys, so the partitioner agrees with the topics.
@@ -250,7 +315,7 @@ class Worker:
         async with self._metadata_lock:
             if self._metadata_ready.is_set():
                 return
-            producer = self.app.producer._ensure_producer()
+            producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
             tables = (self.cookies, self.contacts, self.cookie_due, self.contact_due)
             names = [t.changelog_topic.get_topic_name() for t in tables]
             names += [self.settings.topic(name) for name in OUTPUT_TOPICS]
@@ -266,7 +331,7 @@ class Worker:
             pending: list[Any] = []
             records: dict[str, tuple[CookieRecord, Any]] = {}
 
-            def cookie(key: str, event: Any) -> CookieRecord:
+            def cookie(key: str, event: Any, records: dict[str, Any] = records) -> CookieRecord:
                 held = records.get(key)
                 record = held[0] if held else CookieRecord.from_dict(self._load(self.cookies, key))
                 records[key] = (record, event)
@@ -281,34 +346,52 @@ class Worker:
                         if key is None:
                             raise ValueError("cookie command without a key")
                         record = cookie(key, event)
-                        if already_applied(record.offsets, message.topic, message.partition,
-                                           message.offset):  # fmt: skip
+                        if already_applied(
+                            record.offsets, message.topic, message.partition, message.offset
+                        ):
                             counters.add("replayed")
                             continue
                         if value.get("k") == "due":
-                            self.emit(due_step(record, rules, int(value["at"]), counters,
-                                               anonymous_id=key), pending)  # fmt: skip
+                            self.emit(
+                                due_step(
+                                    record, rules, int(value["at"]), counters, anonymous_id=key
+                                ),
+                                pending,
+                            )
                         else:
                             cookie_command(record, value)
                         continue
                     aid = value.get("anonymous_id")
                     here = (message.partition, message.offset)
                     if aid is None:  # no cookie: nothing to remember per key
-                        self.emit(stamp(cookie_step(CookieRecord(), value, rules, counters),
-                                        *here), pending)  # fmt: skip
+                        self.emit(
+                            stamp(cookie_step(CookieRecord(), value, rules, counters), *here),
+                            pending,
+                        )
                         continue
                     record = cookie(aid, event)
-                    if already_applied(record.offsets, message.topic, message.partition,
-                                       message.offset):  # fmt: skip
+                    if already_applied(
+                        record.offsets, message.topic, message.partition, message.offset
+                    ):
                         counters.add("replayed")
                         continue
                     self.emit(stamp(cookie_step(record, value, rules, counters), *here), pending)
-                except Exception as exc:  # noqa: BLE001 - one bad message never stops the agent
+                except Exception as exc:
                     self.dead_letter("worker:stitch", exc, message.value, pending)
-            await self.commit_batch(pending, [
-                (self.cookies, self.cookie_due, key, record.to_dict(), record.profile.pending, event)
-                for key, (record, event) in records.items()
-            ])  # fmt: skip
+            await self.commit_batch(
+                pending,
+                [
+                    (
+                        self.cookies,
+                        self.cookie_due,
+                        key,
+                        record.to_dict(),
+                        record.profile.pending,
+                        event,
+                    )
+                    for key, (record, event) in records.items()
+                ],
+            )
             self.metrics.processed.labels("stitch").inc(len(batch))
             self._count(counters)
 
@@ -334,27 +417,39 @@ class Worker:
                     if key is None:
                         raise ValueError("contact-work message without a key")
                     held = records.get(key)
-                    record = held[0] if held else ContactRecord.from_dict(
-                        key, self._load(self.contacts, key))  # fmt: skip
+                    record = (
+                        held[0]
+                        if held
+                        else ContactRecord.from_dict(key, self._load(self.contacts, key))
+                    )
                     if record.erased:  # erased earlier in this batch: start afresh
                         record = ContactRecord.from_dict(key, None)
                     records[key] = (record, event)
-                    if already_applied(record.offsets, message.topic, message.partition,
-                                       message.offset):  # fmt: skip
+                    if already_applied(
+                        record.offsets, message.topic, message.partition, message.offset
+                    ):
                         counters.add("replayed")
                         continue
                     if value.get("k") == "due":
                         self.emit(due_step(record, rules, int(value["at"]), counters), pending)
                     else:
                         self.emit(contact_step(record, value, rules, counters), pending)
-                except Exception as exc:  # noqa: BLE001 - one bad message never stops the agent
+                except Exception as exc:
                     self.dead_letter("worker:contact", exc, message.value, pending)
-            await self.commit_batch(pending, [
-                (self.contacts, self.contact_due, key,
-                 None if record.erased else record.to_dict(),
-                 [] if record.erased else record.profile.pending, event)
-                for key, (record, event) in records.items()
-            ])  # fmt: skip
+            await self.commit_batch(
+                pending,
+                [
+                    (
+                        self.contacts,
+                        self.contact_due,
+                        key,
+                        None if record.erased else record.to_dict(),
+                        [] if record.erased else record.profile.pending,
+                        event,
+                    )
+                    for key, (record, event) in records.items()
+                ],
+            )
             self.metrics.processed.labels("contact").inc(len(batch))
             self._count(counters)
 
@@ -405,7 +500,7 @@ class Worker:
                         erasures.append(value)
                         continue
                     rows += rows_for(message.topic[prefix:], value)
-                except Exception as exc:  # noqa: BLE001 - a bad record never blocks the sink
+                except Exception as exc:
                     self.dead_letter("worker:sink", exc, message.value)
             batch_id = ",".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(spans.items()))
             started = asyncio.get_running_loop().time()
@@ -443,8 +538,10 @@ class Worker:
         await self._ensure_metadata()
         now = to_millis(self.clock.now())
         monotonic = asyncio.get_running_loop().time()
-        for due_table, topic in ((self.contact_due, CONTACT_WORK),
-                                 (self.cookie_due, COOKIE_COMMANDS)):  # fmt: skip
+        for due_table, topic in (
+            (self.contact_due, CONTACT_WORK),
+            (self.cookie_due, COOKIE_COMMANDS),
+        ):
             for raw_key, raw_due in list(due_table.items()):
                 if raw_due is None or int(raw_due) > now:
                     continue
@@ -456,9 +553,11 @@ class Worker:
         if len(self._ticked) > 10_000:
             self._ticked = {k: v for k, v in self._ticked.items() if v > monotonic}
 
+    async def _refresh_segments(self) -> None:
+        await self.membership.refresh(self)
+
     async def _reload_rules(self) -> None:
         refusals = self.rules.refusals
         self.rules.poll()
         if self.rules.refusals > refusals:
             self.metrics.rules_refused.inc()
-

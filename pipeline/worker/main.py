@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 READY = "worker ready"
 
 
-class _FaustWorker(FaustWorker):  # type: ignore[misc]
+class _FaustWorker(FaustWorker):
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         log.info("%s: partitions assigned, tables recovered, agents running", READY)

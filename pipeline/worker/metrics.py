@@ -18,11 +18,19 @@ class WorkerMetrics:
             registry=r,
         )
         self.dead_letters = Counter(
-            "ma_worker_dead_letters", "messages the worker could not process", ["source"], registry=r
+            "ma_worker_dead_letters",
+            "messages the worker could not process",
+            ["source"],
+            registry=r,
         )
-        self.sink_rows = Counter("ma_sink_rows", "rows written to ClickHouse", ["table"], registry=r)
+        self.sink_rows = Counter(
+            "ma_sink_rows", "rows written to ClickHouse", ["table"], registry=r
+        )
         self.sink_retries = Counter(
-            "ma_sink_retries", "ClickHouse writes retried (unavailable, errors)", ["table"], registry=r
+            "ma_sink_retries",
+            "ClickHouse writes retried (unavailable, errors)",
+            ["table"],
+            registry=r,
         )
         self.sink_seconds = Histogram(
             "ma_sink_batch_seconds", "time to write one batch to ClickHouse", registry=r

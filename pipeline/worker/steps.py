@@ -74,15 +74,21 @@ class CookieRecord:
     offsets: dict[str, int] = field(default_factory=dict)  # see ``already_applied``
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cookie": self.cookie.to_dict(), "profile": self.profile.to_dict(),
-                "offsets": self.offsets}  # fmt: skip
+        return {
+            "cookie": self.cookie.to_dict(),
+            "profile": self.profile.to_dict(),
+            "offsets": self.offsets,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> CookieRecord:
         if not data:
             return cls()
-        return cls(Cookie.from_dict(data.get("cookie")), Profile.from_dict(data.get("profile")),
-                   dict(data.get("offsets") or {}))  # fmt: skip
+        return cls(
+            Cookie.from_dict(data.get("cookie")),
+            Profile.from_dict(data.get("profile")),
+            dict(data.get("offsets") or {}),
+        )
 
 
 def already_applied(offsets: dict[str, int], topic: str, partition: int, offset: int) -> bool:
@@ -99,26 +105,31 @@ def already_applied(offsets: dict[str, int], topic: str, partition: int, offset:
     return False
 
 
-def _score_out(deltas: list[ScoreDelta], contact_id: str | None, anonymous_id: str | None,
-               at_ms: int) -> list[Out]:  # fmt: skip
+def _score_out(
+    deltas: list[ScoreDelta], contact_id: str | None, anonymous_id: str | None, at_ms: int
+) -> list[Out]:
     key = contact_id or anonymous_id
     return [
-        Out("scores", key, {
-            "contact_id": contact_id,
-            "anonymous_id": anonymous_id,
-            "score": round(d.score, 3),
-            "delta": round(d.delta, 3),
-            "rule": d.rule,
-            "event_id": d.event_id,
-            "lifecycle_stage": d.stage,
-            "at": from_millis(d.as_of or at_ms),
-        })  # fmt: skip
+        Out(
+            "scores",
+            key,
+            {
+                "contact_id": contact_id,
+                "anonymous_id": anonymous_id,
+                "score": round(d.score, 3),
+                "delta": round(d.delta, 3),
+                "rule": d.rule,
+                "event_id": d.event_id,
+                "lifecycle_stage": d.stage,
+                "at": from_millis(d.as_of or at_ms),
+            },
+        )
         for d in deltas
     ]
 
 
 def _trigger_out(outcome: Outcome, subject: Subject, counters: Counters) -> list[Out]:
-    for rule, reason in outcome.skipped:
+    for _rule, reason in outcome.skipped:
         counters.add(f"trigger_skipped:{reason.split(':')[0]}")
     counters.add("triggers_fired", len(outcome.fired))
     counters.add("triggers_scheduled", len(outcome.scheduled))
@@ -152,24 +163,42 @@ def cookie_step(
     decision = decide_identity(cookie, event, rules.identity, at)
     if decision.action != "none":
         counters.add(f"identity_{decision.action}")
-        outs.append(Out("identities", aid, {
-            "anonymous_id": aid,
-            "contact_id": decision.cookie_contact_id,
-            "previous_contact_id": decision.previous_contact_id,
-            "reason": decision.reason,
-            "event_id": event_id,
-            "at": from_millis(at),
-        }))  # fmt: skip
+        outs.append(
+            Out(
+                "identities",
+                aid,
+                {
+                    "anonymous_id": aid,
+                    "contact_id": decision.cookie_contact_id,
+                    "previous_contact_id": decision.previous_contact_id,
+                    "reason": decision.reason,
+                    "event_id": event_id,
+                    "at": from_millis(at),
+                },
+            )
+        )
         if decision.previous_contact_id:
-            outs.append(Out(CONTACT_WORK, decision.previous_contact_id, {"k": "unlinked", "aid": aid}))
+            outs.append(
+                Out(CONTACT_WORK, decision.previous_contact_id, {"k": "unlinked", "aid": aid})
+            )
         if decision.cookie_contact_id:
-            outs.append(Out(CONTACT_WORK, decision.cookie_contact_id,
-                            {"k": "linked", "aid": aid, "at": at}))  # fmt: skip
+            outs.append(
+                Out(CONTACT_WORK, decision.cookie_contact_id, {"k": "linked", "aid": aid, "at": at})
+            )
     if decision.first_link:
-        outs.append(Out(CONTACT_WORK, decision.cookie_contact_id, {
-            "k": "absorb", "aid": aid, "at": at, "event_id": event_id,
-            "profile": record.profile.to_dict(),
-        }))  # fmt: skip
+        outs.append(
+            Out(
+                CONTACT_WORK,
+                decision.cookie_contact_id,
+                {
+                    "k": "absorb",
+                    "aid": aid,
+                    "at": at,
+                    "event_id": event_id,
+                    "profile": record.profile.to_dict(),
+                },
+            )
+        )
         record.profile = Profile(seen=record.profile.seen)
     outs += _contact_update_from_form(event)
     contact_id = decision.contact_id
@@ -184,8 +213,9 @@ def cookie_step(
     return outs
 
 
-def _anonymous_scoring(record: CookieRecord, event: dict[str, Any], rules: Rules, aid: str,
-                       at: int, counters: Counters) -> list[Out]:  # fmt: skip
+def _anonymous_scoring(
+    record: CookieRecord, event: dict[str, Any], rules: Rules, aid: str, at: int, counters: Counters
+) -> list[Out]:
     profile = record.profile
     before = profile.score_at(at, rules.scoring.half_life)
     deltas = score_event(profile, event, rules.scoring, at)
@@ -214,7 +244,16 @@ def _contact_update_from_form(event: dict[str, Any]) -> list[Out]:
         "received_at": event["received_at"],
         "event_id": event["event_id"],
     }
-    if isinstance(consent, bool) or consent in ("true", "on", "yes", "1", "false", "off", "no", "0"):
+    if isinstance(consent, bool) or consent in (
+        "true",
+        "on",
+        "yes",
+        "1",
+        "false",
+        "off",
+        "no",
+        "0",
+    ):
         update["consent_email"] = consent is True or consent in ("true", "on", "yes", "1")
     return [Out("contact-updates", contact_id, update)]
 
@@ -323,12 +362,19 @@ def contact_step(
         record.absorbed.append(aid)
         at = int(message["at"])
         before = record.profile.score_at(at, rules.scoring.half_life)
-        delta = absorb(record.profile, Profile.from_dict(message["profile"]), rules.scoring, at,
-                       message.get("event_id"))  # fmt: skip
+        delta = absorb(
+            record.profile,
+            Profile.from_dict(message["profile"]),
+            rules.scoring,
+            at,
+            message.get("event_id"),
+        )
         if delta is None:
             return []
         subject = record.subject()
-        outcome = on_score(record.profile, subject, before, rules.triggers, at, message.get("event_id"))
+        outcome = on_score(
+            record.profile, subject, before, rules.triggers, at, message.get("event_id")
+        )
         return _score_out([delta], contact_id, None, at) + _trigger_out(outcome, subject, counters)
     if kind == "linked":
         return _track_cookie(record, message["aid"], int(message["at"]), rules)
@@ -350,17 +396,28 @@ def _forget(record: ContactRecord, request: dict[str, Any]) -> list[Out]:
     cookies = sorted({c[0] for c in record.cookies} | set(record.absorbed))
     record.erased = True
     outs = [Out("contacts", contact_id, None)]
-    outs += [Out(COOKIE_COMMANDS, aid, {"k": "forget", "contact_id": contact_id}) for aid in cookies]
-    outs.append(Out(CONTACT_WORK, contact_id, {
-        "k": "erase", "contact_id": contact_id, "cookies": cookies,
-        "erasure_id": request.get("erasure_id") or request.get("event_id"),
-        "at": request.get("received_at"),
-    }))  # fmt: skip
+    outs += [
+        Out(COOKIE_COMMANDS, aid, {"k": "forget", "contact_id": contact_id}) for aid in cookies
+    ]
+    outs.append(
+        Out(
+            CONTACT_WORK,
+            contact_id,
+            {
+                "k": "erase",
+                "contact_id": contact_id,
+                "cookies": cookies,
+                "erasure_id": request.get("erasure_id") or request.get("event_id"),
+                "at": request.get("received_at"),
+            },
+        )
+    )
     return outs
 
 
-def _contact_event(record: ContactRecord, event: dict[str, Any], rules: Rules,
-                   counters: Counters) -> list[Out]:  # fmt: skip
+def _contact_event(
+    record: ContactRecord, event: dict[str, Any], rules: Rules, counters: Counters
+) -> list[Out]:
     contact_id = record.contact.contact_id
     at = event_time(event)
     if not record.profile.remember(str(event["event_id"])):
@@ -371,11 +428,14 @@ def _contact_event(record: ContactRecord, event: dict[str, Any], rules: Rules,
     if kind == "unsubscribe":
         if set_consent(record.contact, False, "unsubscribe", at):
             outs.append(Out("contacts", contact_id, record.contact.published()))
-    elif kind == "email_bounce" and event.get("bounce_type") == "hard":
-        if record.contact.email_blocked != "hard_bounce":
-            record.contact.email_blocked = "hard_bounce"
-            record.contact.updated_at = max(record.contact.updated_at, at)
-            outs.append(Out("contacts", contact_id, record.contact.published()))
+    elif (
+        kind == "email_bounce"
+        and event.get("bounce_type") == "hard"
+        and record.contact.email_blocked != "hard_bounce"
+    ):
+        record.contact.email_blocked = "hard_bounce"
+        record.contact.updated_at = max(record.contact.updated_at, at)
+        outs.append(Out("contacts", contact_id, record.contact.published()))
     if event.get("automated"):
         counters.add("automated")
         return outs
@@ -386,11 +446,14 @@ def _contact_event(record: ContactRecord, event: dict[str, Any], rules: Rules,
     outcome = on_event(profile, subject, event, rules.triggers, at)
     if deltas:
         outcome.extend(on_score(profile, subject, before, rules.triggers, at, event["event_id"]))
-    return outs + _score_out(deltas, contact_id, None, at) + _trigger_out(outcome, subject, counters)
+    return (
+        outs + _score_out(deltas, contact_id, None, at) + _trigger_out(outcome, subject, counters)
+    )
 
 
-def _contact_update(record: ContactRecord, update: dict[str, Any], rules: Rules,
-                    counters: Counters) -> list[Out]:  # fmt: skip
+def _contact_update(
+    record: ContactRecord, update: dict[str, Any], rules: Rules, counters: Counters
+) -> list[Out]:
     at = event_time(update)
     if not apply_update(record.contact, update, rules.merge, at):
         return []
@@ -400,7 +463,9 @@ def _contact_update(record: ContactRecord, update: dict[str, Any], rules: Rules,
     deltas = score_attributes(record.profile, record.contact.plain_attributes(), rules.scoring, at)
     if deltas:
         subject = record.subject()
-        outcome = on_score(record.profile, subject, before, rules.triggers, at, update.get("event_id"))
+        outcome = on_score(
+            record.profile, subject, before, rules.triggers, at, update.get("event_id")
+        )
         outs += _score_out(deltas, contact_id, None, at) + _trigger_out(outcome, subject, counters)
     return outs
 
@@ -412,16 +477,31 @@ def _track_cookie(record: ContactRecord, aid: str, at: int, rules: Rules) -> lis
     while len(record.cookies) > rules.identity.max_cookies_per_contact:
         evicted, _ = record.cookies.pop(0)
         contact_id = record.contact.contact_id
-        outs.append(Out("identities", evicted, {
-            "anonymous_id": evicted, "contact_id": None, "previous_contact_id": contact_id,
-            "reason": "contact_cookie_limit", "event_id": None, "at": from_millis(at),
-        }))  # fmt: skip
+        outs.append(
+            Out(
+                "identities",
+                evicted,
+                {
+                    "anonymous_id": evicted,
+                    "contact_id": None,
+                    "previous_contact_id": contact_id,
+                    "reason": "contact_cookie_limit",
+                    "event_id": None,
+                    "at": from_millis(at),
+                },
+            )
+        )
         outs.append(Out(COOKIE_COMMANDS, evicted, {"k": "unlink", "contact_id": contact_id}))
     return outs
 
 
-def due_step(record: ContactRecord | CookieRecord, rules: Rules, now_ms: int,
-             counters: Counters | None = None, anonymous_id: str | None = None) -> list[Out]:  # fmt: skip
+def due_step(
+    record: ContactRecord | CookieRecord,
+    rules: Rules,
+    now_ms: int,
+    counters: Counters | None = None,
+    anonymous_id: str | None = None,
+) -> list[Out]:
     """Fire the record's delayed triggers that are due by ``now_ms``."""
     counters = counters or Counters()
     if isinstance(record, ContactRecord):

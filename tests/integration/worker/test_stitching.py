@@ -37,9 +37,12 @@ async def test_anonymous_visitor_scores_then_links_by_click_and_brings_its_score
         token = links.sign(contact_id=contact, url="https://www.acme.example/offer",
                            campaign_id="spring", keys=settings.link_keys,
                            now=datetime.now(UTC) - timedelta(minutes=5))
-        collector.http.cookie_jar.update_cookies({"ma_aid": aid})
-        click = await collector.http.get(f"{collector.url}/c/{token}", allow_redirects=False,
-                                         headers={"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0"})
+        click = await collector.http.get(
+            f"{collector.url}/c/{token}",
+            allow_redirects=False,
+            headers={"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0",
+                     "Cookie": f"ma_aid={aid}"},
+        )
         assert click.status == 302
         assert click.headers["Location"] == "https://www.acme.example/offer"
 

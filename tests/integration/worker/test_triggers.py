@@ -123,3 +123,28 @@ async def test_anonymous_reader_of_an_article_three_times_gets_the_web_prompt(st
     [prompt] = await wait_triggers(stack, aid, 1)
     assert prompt["rule"] == "whitepaper-form-prompt" and prompt["channel"] == "web"
     assert prompt["anonymous_id"] == aid and "contact_id" not in prompt and "email" not in prompt
+
+
+async def test_profile_shows_active_web_triggers_and_segments_without_pii(stack: Stack) -> None:
+    aid = new_aid()
+    for _ in range(3):
+        await stack.send(page_view(aid, "/blog/growth/data-driven-marketing"))
+    await wait_triggers(stack, aid, 1)
+
+    async def profile() -> Any:
+        response = await stack.http.get(f"{stack.url}/v1/profile", params={"aid": aid})
+        assert response.status == 200, await response.text()
+        body = await response.json()
+        return body if body["web_triggers"] else None
+
+    body = await eventually(profile)
+    assert body["identified"] is False and body["segments"] == []
+    assert [t["rule"] for t in body["web_triggers"]] == ["whitepaper-form-prompt"]
+    assert set(body) == {"anonymous_id", "identified", "segments", "web_triggers"}
+
+
+async def test_profile_of_an_unknown_cookie_is_empty(stack: Stack) -> None:
+    response = await stack.http.get(f"{stack.url}/v1/profile", params={"aid": new_aid()})
+    body = await response.json()
+    assert response.status == 200
+    assert body["identified"] is False and body["web_triggers"] == [] and body["segments"] == []
