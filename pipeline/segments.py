@@ -94,7 +94,8 @@ def _match_sql(match: EventMatch, p: _Params) -> list[str]:
         clauses.append(f"form_id IN {p.add(match.form_id, 'Array(String)')}")
     if match.url is not None:
         alternatives = [
-            f"match({'url' if glob.startswith('http') else 'path'}, {p.add(glob_regex(glob), 'String')})"
+            f"match({'url' if glob.startswith('http') else 'path'}, "
+            f"{p.add(glob_regex(glob), 'String')})"
             for glob in match.url
         ]
         clauses.append("(" + " OR ".join(alternatives) + ")")

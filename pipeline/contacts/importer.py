@@ -146,7 +146,7 @@ async def import_csv(
                                  "map one with --map COLUMN=email")  # fmt: skip
             handle.seek(0)
             batch: list[Record] = []
-            for line, row in read_rows(handle):  # type: ignore[arg-type]
+            for line, row in read_rows(handle):
                 result.rows += 1
                 try:
                     key, update = row_to_update(row, mapping, source, clock.now())
@@ -164,7 +164,7 @@ async def import_csv(
                 await producer.send_all(batch)
                 result.imported += len(batch)
             if on_progress is not None:
-                on_progress(path.stat().st_size)
+                on_progress(handle.tell())  # the end of the file
     finally:
         await producer.stop()
     return result

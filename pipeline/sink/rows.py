@@ -33,8 +33,15 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
-#: The id column of tables whose rows the sink deduplicates against what is already stored.
-ID_COLUMNS = {"events": "event_id", "triggers": "trigger_id"}
+#: Tables whose rows the sink deduplicates against what is already stored: the columns that
+#: identify a row (for identities and score changes, the table's sorting key, which is what
+#: ReplacingMergeTree would collapse on) and how many leading ones look stored rows up.
+ROW_KEYS: dict[str, tuple[tuple[str, ...], int]] = {
+    "events": (("event_id",), 1),
+    "triggers": (("trigger_id",), 1),
+    "identities": (("anonymous_id", "at", "contact_id", "reason"), 1),
+    "score_changes": (("contact_id", "anonymous_id", "at", "rule", "event_id"), 2),
+}
 
 
 def _time(value: Any) -> datetime | None:

@@ -1,9 +1,12 @@
 """Writing batches to ClickHouse: idempotently, off the event loop, retrying until it works.
 
-- Each insert carries an ``insert_deduplication_token`` made from the batch's topic offsets, so
-  a batch replayed with the same boundaries adds nothing (tables keep a deduplication window).
-- Rows of tables with an id (``events``, ``triggers``) are also checked against the ids already
-  stored, so a replay with other boundaries (after a crash) adds nothing either.
+- Each insert carries an ``insert_deduplication_token`` made from the batch's topic offsets and
+  the rows themselves, so a batch replayed with the same boundaries adds nothing (tables keep a
+  deduplication window).
+- Rows of ``events``, ``triggers``, ``identities`` and ``score_changes`` are also checked against
+  the keys already stored (``ROW_KEYS``), so a replay with other boundaries (after a crash) and
+  a record the worker produced twice (at-least-once) add nothing either. ``contact_versions``
+  and ``score_state`` are versioned tables read through ``FINAL``: a repeated row changes nothing.
 - While ClickHouse is unavailable the writer retries with backoff and does not return: the
   agent does not acknowledge the batch, so nothing is lost and offsets are not committed.
 """
@@ -15,14 +18,17 @@ import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from pipeline.clickhouse import ClickHouse
-from pipeline.sink.rows import ID_COLUMNS, TABLE_COLUMNS
+from pipeline.sink.rows import ROW_KEYS, TABLE_COLUMNS
 
 log = logging.getLogger(__name__)
+Row = tuple[Any, ...]
 
 
 class SinkWriter:
@@ -47,17 +53,16 @@ class SinkWriter:
             by_table[table].append(row)
         written = {}
         for table, table_rows in by_table.items():
-            token = hashlib.sha256(f"{batch_id}|{table}".encode()).hexdigest()[:32]
-            written[table] = await self._retrying(table, lambda c, t=table, r=table_rows, k=token:
-                                                  self._insert(c, t, r, k))  # fmt: skip
+            insert = partial(self._insert, table=table, rows=table_rows, batch_id=batch_id)
+            written[table] = await self._retrying(table, insert)
         return written
 
     async def _retrying(self, table: str, fn: Callable[[Client], int]) -> int:
-        delay = 0.5
+        delay = min(0.5, self.max_backoff)
         while True:
             try:
                 return await self.clickhouse.run(fn)
-            except Exception as exc:  # noqa: BLE001 - any failure: retry, never drop the batch
+            except Exception as exc:
                 log.warning("ClickHouse insert into %s failed (%s); retrying in %.1fs",
                             table, exc, delay)  # fmt: skip
                 if self.on_retry is not None:
@@ -66,56 +71,112 @@ class SinkWriter:
                 delay = min(delay * 2, self.max_backoff)
                 try:
                     await asyncio.get_running_loop().run_in_executor(None, self.clickhouse.reset)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.debug("reset failed", exc_info=True)
 
     async def erase(self, request: dict[str, Any]) -> int:
         """Delete every row of an erased contact (``ma-pipeline forget``); record the erasure."""
         return await self._retrying("erasure", lambda c: _erase(c, self.database, request))
 
-    def _insert(self, client: Client, table: str, rows: list[tuple[Any, ...]], token: str) -> int:
+    def _insert(self, client: Client, *, table: str, rows: list[Row], batch_id: str) -> int:
         columns = TABLE_COLUMNS[table]
-        id_column = ID_COLUMNS.get(table)
-        if id_column is not None:
-            index = columns.index(id_column)
-            unique = {row[index]: row for row in rows}  # also drops duplicates inside the batch
-            existing = {
-                r[0]
-                for r in client.query(
-                    f"SELECT {id_column} FROM {self.database}.{table} "  # noqa: S608 - fixed names
-                    f"WHERE {id_column} IN {{ids:Array(String)}}",
-                    parameters={"ids": list(unique)},
-                ).result_rows
-            }
-            rows = [row for key, row in unique.items() if key not in existing]
+        if table in ROW_KEYS:
+            rows = self._new_rows(client, table, rows)
         if rows:
+            # The token names exactly these rows: a retry after a partial failure (some rows
+            # stored, so fewer left) must not be mistaken for the earlier insert.
+            token = hashlib.sha256(f"{batch_id}|{table}|{rows!r}".encode()).hexdigest()[:32]
             client.insert(f"{self.database}.{table}", rows, column_names=list(columns),
                           settings={"insert_deduplication_token": token})  # fmt: skip
         return len(rows)
 
+    def _new_rows(self, client: Client, table: str, rows: list[Row]) -> list[Row]:
+        """The rows whose key is neither stored yet nor repeated earlier in ``rows``."""
+        columns = TABLE_COLUMNS[table]
+        key_columns, lookup = ROW_KEYS[table]
+        indexes = [columns.index(column) for column in key_columns]
+        unique: dict[tuple[Any, ...], Row] = {}
+        for row in rows:
+            unique.setdefault(tuple(_key_value(row[i]) for i in indexes), row)
+        selected = ", ".join(
+            f"toUnixTimestamp64Milli({c})" if c in TIME_COLUMNS else c for c in key_columns
+        )
+        where = " AND ".join(f"{c} IN {{k{n}:Array(String)}}"
+                             for n, c in enumerate(key_columns[:lookup]))  # fmt: skip
+        parameters = {f"k{n}": sorted({key[n] for key in unique}) for n in range(lookup)}
+        stored = {
+            tuple(row)
+            for row in client.query(
+                f"SELECT {selected} FROM {self.database}.{table} WHERE {where}",
+                parameters=parameters,
+            ).result_rows
+        }
+        return [row for key, row in unique.items() if key not in stored]
 
-#: What ``erase`` deletes: (table, condition). ``{c}`` is the contact, ``{a}`` its cookies.
+
+#: What ``erase`` deletes: (table, condition). ``{c}`` is the contact, ``{a}`` the cookies whose
+#: anonymous history is the contact's (see ``_own_cookies``).
 ERASE = (
-    ("events", "contact_id = {c:String} OR (anonymous_id IN {a:Array(String)} AND pre_identification = 1)"),
+    ("events", "contact_id = {c:String} "
+               "OR (anonymous_id IN {a:Array(String)} AND pre_identification = 1)"),
     ("identities", "contact_id = {c:String} OR previous_contact_id = {c:String}"),
     ("score_changes", "contact_id = {c:String} OR anonymous_id IN {a:Array(String)}"),
     ("score_state", "contact_id = {c:String}"),
     ("triggers", "contact_id = {c:String} OR anonymous_id IN {a:Array(String)}"),
+)  # fmt: skip
+
+#: Cookies whose first link went to another contact: their anonymous history is that one's.
+FIRST_LINKED_ELSEWHERE = (
+    "SELECT anonymous_id FROM {db}.identities "
+    "WHERE anonymous_id IN {a:Array(String)} AND contact_id != '' AND previous_contact_id = '' "
+    "GROUP BY anonymous_id HAVING argMin(contact_id, at) != {c:String}"
 )
 
 
+def _own_cookies(client: Client, database: str, contact_id: str, cookies: list[str]) -> list[str]:
+    """The erased contact's cookies whose anonymous history is theirs.
+
+    A cookie re-linked to this contact from someone else (a shared computer) keeps its anonymous
+    history with the contact of its first link (``contact_events``): erasing this contact must
+    not delete another person's history.
+    """
+    if not cookies:
+        return []
+    elsewhere = {
+        row[0]
+        for row in client.query(
+            FIRST_LINKED_ELSEWHERE.replace("{db}", database),
+            parameters={"a": cookies, "c": contact_id},
+        ).result_rows
+    }
+    return [aid for aid in cookies if aid not in elsewhere]
+
+
+#: Key columns compared as epoch milliseconds (DateTime64(3) keeps milliseconds).
+TIME_COLUMNS = {"at"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _key_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return (aware - _EPOCH) // timedelta(milliseconds=1)
+    return value
+
+
 def _erase(client: Client, database: str, request: dict[str, Any]) -> int:
-    params = {"c": request["contact_id"], "a": list(request.get("cookies") or [])}
+    contact_id = request["contact_id"]
+    cookies = _own_cookies(client, database, contact_id, list(request.get("cookies") or []))
+    params = {"c": contact_id, "a": cookies}
     deleted = 0
-    for table, condition in ERASE:
-        where = condition
+    for table, where in ERASE:
         deleted += int(client.query(
-            f"SELECT count() FROM {database}.{table} WHERE {where}", parameters=params  # noqa: S608
+            f"SELECT count() FROM {database}.{table} WHERE {where}", parameters=params
         ).result_rows[0][0])  # fmt: skip
-        client.command(f"DELETE FROM {database}.{table} WHERE {where}", parameters=params)  # noqa: S608
+        client.command(f"DELETE FROM {database}.{table} WHERE {where}", parameters=params)
     # contact_versions holds the email: rewrite its parts so nothing stays on disk
     deleted += int(client.query(
-        f"SELECT count() FROM {database}.contact_versions WHERE contact_id = {{c:String}}",  # noqa: S608
+        f"SELECT count() FROM {database}.contact_versions WHERE contact_id = {{c:String}}",
         parameters=params).result_rows[0][0])  # fmt: skip
     client.command(
         f"ALTER TABLE {database}.contact_versions DELETE WHERE contact_id = {{c:String}}",
@@ -124,11 +185,10 @@ def _erase(client: Client, database: str, request: dict[str, Any]) -> int:
     erasure_id = str(request.get("erasure_id") or "")
     digest = hashlib.sha256(f"{erasure_id}|{request['contact_id']}".encode()).hexdigest()
     client.insert(f"{database}.erasures", [(erasure_id, digest, _now(), deleted)],
-                  column_names=["erasure_id", "contact_hash", "requested_at", "rows_deleted"])  # fmt: skip
+                  column_names=["erasure_id", "contact_hash", "requested_at",
+                                "rows_deleted"])  # fmt: skip
     return deleted
 
 
-def _now() -> Any:
-    from datetime import UTC, datetime
-
+def _now() -> datetime:
     return datetime.now(UTC)

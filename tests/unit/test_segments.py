@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from pipeline.rules import load_rules
 from pipeline.rules.models import Segment
 from pipeline.segments import compile_segment, glob_regex
 from tests.unit.factories import EXAMPLE_RULES
-from pipeline.rules import load_rules
 
 #: Values that would break or subvert the SQL if they were ever formatted into it.
 HOSTILE = "x' OR 1=1 --"
@@ -137,7 +137,9 @@ def test_raw_sql_runs_as_written_with_its_named_parameters() -> None:
 
 
 def test_raw_sql_keeps_its_parameter_names_when_scores_decay() -> None:
-    raw = segment(sql="SELECT contact_id FROM contacts WHERE 1 = {ma_p1:UInt8}", params={"ma_p1": 1})
+    raw = segment(
+        sql="SELECT contact_id FROM contacts WHERE {ma_p1:UInt8} = 1", params={"ma_p1": 1}
+    )
     compiled = compile_segment(raw, "ma", half_life=timedelta(days=1))
     assert compiled.parameters["ma_p1"] == 1
     assert len(compiled.parameters) == 2

@@ -58,7 +58,8 @@ def contact(name: str, attributes: dict[str, str], consent: bool, created: datet
             deleted: bool = False) -> dict[str, Any]:  # fmt: skip
     return {"contact_id": ID[name], "email": f"{name}@acme.io", "attributes": attributes,
             "consent_email": int(consent), "crm_status": crm_status, "crm_id": "",
-            "created_at": created, "updated_at": updated or ago(days=1), "deleted": int(deleted)}  # fmt: skip
+            "created_at": created, "updated_at": updated or ago(days=1),
+            "deleted": int(deleted)}  # fmt: skip
 
 
 def score(name: str, value: float, stage: str, at: datetime) -> dict[str, Any]:
@@ -238,7 +239,8 @@ def test_raw_sql_segment_with_named_parameters(people: Warehouse) -> None:
                     params={"s": "in_deal"})  # fmt: skip
     assert found == {"cy"}
     stale = members(people, sql="SELECT contact_id FROM contacts "
-                    "WHERE created_at < now() - INTERVAL {years:UInt32} YEAR", params={"years": 2})  # fmt: skip
+                    "WHERE created_at < now() - INTERVAL {years:UInt32} YEAR",
+                    params={"years": 2})  # fmt: skip
     assert stale == {"bo"}
 
 
