@@ -17,9 +17,33 @@ log = logging.getLogger(__name__)
 READY = "worker ready"
 
 
+class _StartupNoise(logging.Filter):
+    """Drops aiokafka's errors that are expected while the worker starts on a new broker: Faust
+    creates its changelog topics (metadata lags behind) and the group coordinator is elected.
+    Once the worker is ready, the same messages mean something and pass."""
+
+    EXPECTED = (
+        "Topic %s not found in cluster metadata",
+        "Group Coordinator Request failed: %s",
+        "Marking the coordinator dead (node %s)for group %s.",
+    )
+    LOGGERS = ("aiokafka.cluster", "aiokafka.consumer.group_coordinator")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starting = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.starting and record.msg in self.EXPECTED)
+
+
+_STARTUP_NOISE = _StartupNoise()
+
+
 class _FaustWorker(FaustWorker):
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
+        _STARTUP_NOISE.starting = False
         log.info("%s: partitions assigned, tables recovered, agents running", READY)
 
 
@@ -37,6 +61,8 @@ def prepare(settings: Settings) -> Worker:
 def execute(worker: Worker) -> None:
     """Run the Faust worker until SIGINT/SIGTERM."""
     settings = worker.settings
+    for name in _StartupNoise.LOGGERS:
+        logging.getLogger(name).addFilter(_STARTUP_NOISE)
     with contextlib.suppress(SystemExit):
         _FaustWorker(
             worker.app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False
