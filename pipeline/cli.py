@@ -247,6 +247,7 @@ def segments_count(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def segments_export(ctx: click.Context, name: str, fmt: str, out: str | None) -> None:
     """The contacts of a segment with their attributes, score and stage."""
+    from pipeline.segments import EXPORT_COLUMNS
     from pipeline.warehouse import QueryError, run_query
 
     settings = _settings(ctx)
@@ -259,6 +260,7 @@ def segments_export(ctx: click.Context, name: str, fmt: str, out: str | None) ->
         )
     except QueryError as exc:
         raise click.ClickException(str(exc)) from exc
+    columns = columns or list(EXPORT_COLUMNS)  # chDB names no columns for an empty result
     if out:
         with open(out, "w", encoding="utf-8", newline="") as handle:
             _print_rows(columns, rows, fmt, handle)
@@ -483,6 +485,44 @@ def links_sign(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(signing.link_url(settings.public_url, token, purpose))  # type: ignore[arg-type]
+
+
+# -- bench -------------------------------------------------------------------------------------
+def _bench_checkout() -> Path | None:
+    """The source checkout holding ``bench/`` (next to this package, else the working
+    directory): the benchmarks are part of the repository, not of the installed wheel."""
+    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+        if (root / "bench" / "__main__.py").is_file():
+            return root
+    return None
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    short_help="Run the benchmarks (in a source checkout only).",
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Run the benchmarks: `python -m bench ARGS`, every argument passed through.
+
+    Only in a source checkout of ma-pipeline: the benchmarks (bench/) are part of the
+    repository, not of the installed package. ARGS: --list (the sections), --only SECTION ...,
+    --quick (small sizes), --output FILE (default bench/results.json). Each run starts its own
+    Kafka broker unless MA_KAFKA_BOOTSTRAP is set; see bench/README.md.
+    """
+    checkout = _bench_checkout()
+    if checkout is None:
+        raise click.ClickException(
+            "the benchmarks live in the ma-pipeline repository (bench/), not in the installed "
+            "package: run `ma-pipeline bench` (or `make bench`) in a checkout"
+        )
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    from bench.__main__ import main as run_bench
+
+    code = run_bench(list(args))
+    if code:
+        sys.exit(code)
 
 
 def _run(coro: Any) -> Any:

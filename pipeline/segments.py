@@ -25,6 +25,19 @@ from typing import Any
 from pipeline.rules.matching import EventMatch
 from pipeline.rules.models import AttributeCondition, BehaviourCondition, Segment
 
+#: The columns of an export (``Compiled.export_sql``). An empty result through chDB names no
+#: columns, so writers of an export take them from here.
+EXPORT_COLUMNS = (
+    "contact_id",
+    "email",
+    "attributes",
+    "consent_email",
+    "crm_status",
+    "created_at",
+    "score",
+    "lifecycle_stage",
+)
+
 
 @dataclass
 class Compiled:

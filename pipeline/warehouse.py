@@ -2,8 +2,9 @@
 
 With a ClickHouse server (``MA_CLICKHOUSE_URL=http(s)://…``) queries go straight to it. With
 embedded chDB the worker process owns the engine (one process per chDB path), so queries go to
-the worker API (``MA_WORKER_URL``); when no worker runs, the files are opened directly.
-Every query runs read-only.
+the worker API (``MA_WORKER_URL``); when no worker runs, the command line opens the files
+directly, while a long-running service (the collector) must not take the engine from the worker
+and gets ``WarehouseUnavailable`` instead (``open_embedded=False``). Every query runs read-only.
 
 Example::
 
@@ -12,9 +13,11 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
+from clickhouse_connect.driver.exceptions import OperationalError
 
 from pipeline import codec
 from pipeline.clickhouse import ClickHouse, connect
@@ -27,21 +30,38 @@ class QueryError(Exception):
     """ClickHouse refused the query; the message is ClickHouse's."""
 
 
+class WarehouseUnavailable(QueryError):
+    """ClickHouse, or the worker that owns embedded chDB, did not answer; retry later."""
+
+
 async def run_query(
-    settings: Settings, sql: str, parameters: dict[str, Any] | None = None
+    settings: Settings,
+    sql: str,
+    parameters: dict[str, Any] | None = None,
+    *,
+    open_embedded: bool = True,
 ) -> tuple[list[str], list[list[Any]]]:
-    """Run a read-only query; return column names and rows."""
+    """Run a read-only query; return column names and rows.
+
+    ``open_embedded=False``: with embedded chDB, never open the files in this process (a
+    service beside the worker); an unreachable worker raises ``WarehouseUnavailable``.
+    """
     parameters = parameters or {}
     if settings.clickhouse_url.startswith("chdb://"):
         try:
             return await _via_worker(settings, sql, parameters)
-        except aiohttp.ClientConnectionError:
-            pass  # no worker holds the engine: open it here
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            if not open_embedded or isinstance(exc, TimeoutError):
+                raise WarehouseUnavailable(
+                    f"the worker API at {settings.worker_api} did not answer "
+                    f"({type(exc).__name__}): is the worker running?"
+                ) from exc
+            # no worker holds the engine: open it here
     clickhouse = connect(settings)
     try:
         return await _direct(clickhouse, sql, parameters)
     finally:
-        clickhouse.close()
+        await asyncio.to_thread(clickhouse.close)
 
 
 async def _via_worker(
@@ -52,9 +72,16 @@ async def _via_worker(
         response = await http.post(
             f"{settings.worker_api}/query", data=codec.dumps({"sql": sql, "parameters": parameters})
         )
-        body = codec.loads(await response.read())
-    if response.status != 200:
-        raise QueryError(body.get("error", f"worker API answered {response.status}"))
+        raw = await response.read()
+    try:
+        body = codec.loads(raw)
+    except codec.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        body = {}
+    if response.status != 200 or "rows" not in body:
+        error = body.get("error") or f"the worker API answered {response.status}"
+        raise (WarehouseUnavailable if response.status == 503 else QueryError)(error)
     return body["columns"], body["rows"]
 
 
@@ -65,6 +92,8 @@ async def _direct(
         result = await clickhouse.run(
             lambda c: c.query(sql, parameters=parameters, settings=READ_ONLY)
         )
+    except OperationalError as exc:  # the server did not answer (clickhouse-connect's word)
+        raise WarehouseUnavailable(str(exc).split("\n")[0]) from exc
     except Exception as exc:
         raise QueryError(str(exc).split("\n")[0]) from exc
     return list(result.column_names), [list(row) for row in result.result_rows]

@@ -43,6 +43,7 @@ from pipeline.collect.cookies import (
 )
 from pipeline.collect.metrics import CollectorMetrics
 from pipeline.collect.ratelimit import RateLimiter
+from pipeline.collect.segments import SegmentEndpoints
 from pipeline.collect.spool import Spool
 from pipeline.collect.tag import Tag, not_modified
 from pipeline.collect.validation import (
@@ -130,6 +131,7 @@ class Collector:
         app.router.add_post("/u/{token}", self.unsubscribe)
         app.router.add_post("/v1/contacts", self.contacts)
         app.router.add_get("/v1/profile", self.profile)
+        SegmentEndpoints(self.settings, self.rules, self.server_key_site).add_routes(app)
         app.router.add_route("OPTIONS", "/v1/profile", self.preflight)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -715,6 +717,13 @@ class Collector:
             if _same(token.strip(), site.server_key):
                 return site
         raise EnvelopeError(401, "Authorization: not a valid server key")
+
+    def server_key_site(self, request: web.Request) -> Site | web.Response:
+        """The site of the request's server key, or the ``401`` answer (read-only endpoints)."""
+        try:
+            return self._site_for_server_key(request)
+        except EnvelopeError as exc:
+            return _json({"error": exc.message}, exc.status, {"WWW-Authenticate": "Bearer"})
 
     async def profile(self, request: web.Request) -> web.Response:
         """``GET /v1/profile?aid=``: segments and active web triggers of a cookie (no PII)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -80,6 +80,8 @@ def row_to_update(
             fields[name] = value
         elif value:
             attributes[name] = value
+    if not fields.get("email"):
+        raise ValueError("email: required; this row has none")
     consent = fields.get("consent_email")
     if consent is not None:
         lowered = consent.lower()
@@ -113,13 +115,35 @@ def row_to_update(
     return contact_id, {k: v for k, v in update.items() if v is not None}
 
 
-def read_rows(handle: io.TextIOBase) -> Iterator[tuple[int, dict[str, str | None]]]:
-    """``(line number, row)`` pairs; line numbers count the header as line 1."""
-    reader = csv.DictReader(handle)
-    if not reader.fieldnames or "email" not in [f.strip() for f in reader.fieldnames]:
-        pass  # checked by the caller after mapping
-    for row in reader:
-        yield reader.line_num, row
+def read_rows(handle: Iterable[str]) -> Iterator[tuple[int, dict[str, str | None] | csv.Error]]:
+    """``(line number, row)`` pairs, lazily, as ``csv.DictReader`` makes them (missing values
+    ``None``, extra ones under the key ``None``); blank lines are skipped.
+
+    The line number is where the record starts (the header is line 1), also for a record with
+    line breaks inside quotes. A record the csv module cannot read (a field over its size
+    limit) comes as its ``csv.Error`` instead of a row, and reading goes on after it.
+    """
+    reader = csv.reader(handle)
+    header = next(reader, None)
+    if header is None:
+        return
+    while True:
+        start = reader.line_num + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield start, exc
+            continue
+        if not values:
+            continue
+        row: dict[Any, Any] = dict(zip(header, values, strict=False))
+        if len(values) > len(header):
+            row[None] = values[len(header) :]
+        for column in header[len(values) :]:
+            row[column] = None
+        yield start, row
 
 
 async def import_csv(
@@ -138,7 +162,10 @@ async def import_csv(
     producer = JsonProducer(settings, ack_timeout=30, linger_ms=20, client_id="ma-import")
     await producer.start(give_up_after=10)
     try:
-        with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        with (
+            path.open("rb") as raw,
+            io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle,
+        ):
             header = next(csv.reader([handle.readline()]), [])
             columns = [mapping.get(c, c).strip() for c in header]
             if "email" not in columns:
@@ -148,6 +175,9 @@ async def import_csv(
             batch: list[Record] = []
             for line, row in read_rows(handle):
                 result.rows += 1
+                if isinstance(row, csv.Error):
+                    result.problem(line, f"unreadable CSV record: {row}")
+                    continue
                 try:
                     key, update = row_to_update(row, mapping, source, clock.now())
                 except ValueError as exc:
@@ -159,7 +189,8 @@ async def import_csv(
                     result.imported += len(batch)
                     batch = []
                     if on_progress is not None:
-                        on_progress(handle.tell())
+                        # the bytes read so far (a text file's tell() fails while iterating)
+                        on_progress(raw.tell())
             if batch:
                 await producer.send_all(batch)
                 result.imported += len(batch)

@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 
 from pipeline import contact_id_for, links
@@ -14,17 +15,21 @@ from tests.integration.worker.conftest import Stack, eventually, new_aid, new_em
 pytestmark = pytest.mark.integration
 
 
-async def customer(stack: Stack, *, status: str = "lead", consent: bool = True) -> tuple[str, str, str]:
+async def customer(
+    stack: Stack, *, status: str = "lead", consent: bool = True
+) -> tuple[str, str, str]:
     """A known, consenting contact browsing with a linked cookie: (email, contact_id, aid)."""
     email = new_email("t")
     aid = new_aid()
     await stack.contacts("crm", {"email": email, "consent_email": consent, "crm_status": status})
     contact = str(contact_id_for(email))
-    await eventually(lambda: stack.query(
-        "SELECT 1 FROM {db}.contacts WHERE contact_id = {c:String}", c=contact))
+    await eventually(
+        lambda: stack.query("SELECT 1 FROM {db}.contacts WHERE contact_id = {c:String}", c=contact)
+    )
     await stack.send({"type": "identify", "anonymous_id": aid, "email": email})
-    await eventually(lambda: stack.query(
-        "SELECT 1 FROM {db}.identities WHERE anonymous_id = {a:String}", a=aid))
+    await eventually(
+        lambda: stack.query("SELECT 1 FROM {db}.identities WHERE anonymous_id = {a:String}", a=aid)
+    )
     return email, contact, aid
 
 
@@ -36,8 +41,13 @@ async def triggers_for(stack: Stack, subject: str, *, settle: float = 2.0) -> li
 
 async def wait_triggers(stack: Stack, subject: str, count: int) -> list[dict[str, Any]]:
     async with stack.reader("triggers") as reader:
-        await reader.wait_for(lambda vs: len([t for t in vs if subject in (
-            t.get("contact_id"), t.get("anonymous_id"))]) >= count, timeout=30)
+        await reader.wait_for(
+            lambda vs: (
+                len([t for t in vs if subject in (t.get("contact_id"), t.get("anonymous_id"))])
+                >= count
+            ),
+            timeout=30,
+        )
         await reader.settle(1.0)
     return [t for t in reader.values if subject in (t.get("contact_id"), t.get("anonymous_id"))]
 
@@ -47,10 +57,15 @@ async def test_pricing_view_offers_a_trial_the_next_day(stack: Stack) -> None:
     view = page_view(aid, "/pricing")
     await stack.send(view)
     await asyncio.sleep(2)
-    assert [t for t in await triggers_for(stack, contact, settle=0.5)
-            if t["rule"] == "pricing-trial-offer"] == []  # not before the delay
+    assert [
+        t
+        for t in await triggers_for(stack, contact, settle=0.5)
+        if t["rule"] == "pricing-trial-offer"
+    ] == []  # not before the delay
     stack.advance(timedelta(days=1, seconds=1))
-    [trigger] = [t for t in await wait_triggers(stack, contact, 1) if t["rule"] == "pricing-trial-offer"]
+    [trigger] = [
+        t for t in await wait_triggers(stack, contact, 1) if t["rule"] == "pricing-trial-offer"
+    ]
     assert trigger["channel"] == "email" and trigger["email"] == email
     assert trigger["cause_event_ids"] == [view["event_id"]]
     assert trigger["due_at"] < trigger["fired_at"] or trigger["due_at"] == trigger["fired_at"]
@@ -72,8 +87,12 @@ async def test_unsubscribe_overnight_suppresses_the_offer(stack: Stack) -> None:
     _, contact, aid = await customer(stack)
     await stack.send(page_view(aid, "/pricing"))
     stack.advance(timedelta(hours=10))
-    token = links.sign(contact_id=contact, purpose="unsubscribe", keys=stack.settings.link_keys,
-                       now=stack.clock.now())
+    token = links.sign(
+        contact_id=contact,
+        purpose="unsubscribe",
+        keys=stack.settings.link_keys,
+        now=stack.clock.now(),
+    )
     response = await stack.http.post(f"{stack.url}/u/{token}", data="List-Unsubscribe=One-Click")
     assert response.status == 200
     await asyncio.sleep(2)
@@ -87,14 +106,20 @@ async def test_contact_in_a_deal_is_not_offered_a_trial(stack: Stack) -> None:
     await stack.send(page_view(aid, "/pricing"))
     stack.advance(timedelta(days=1, seconds=1))
     await asyncio.sleep(3)
-    assert [t for t in await triggers_for(stack, contact) if t["rule"] == "pricing-trial-offer"] == []
+    assert [
+        t for t in await triggers_for(stack, contact) if t["rule"] == "pricing-trial-offer"
+    ] == []
 
 
 async def test_email_cap_of_two_per_day_holds_under_a_burst(stack: Stack) -> None:
     _, contact, aid = await customer(stack)
-    await stack.send(page_view(aid, "/pricing"), page_view(aid, "/products/widget"),
-                     page_view(aid, "/blog/marketing/a"), page_view(aid, "/blog/marketing/b"),
-                     page_view(aid, "/blog/marketing/c"))  # three email rules occur at once
+    await stack.send(
+        page_view(aid, "/pricing"),
+        page_view(aid, "/products/widget"),
+        page_view(aid, "/blog/marketing/a"),
+        page_view(aid, "/blog/marketing/b"),
+        page_view(aid, "/blog/marketing/c"),
+    )  # three email rules occur at once
     stack.advance(timedelta(days=1, seconds=1))
     fired = await wait_triggers(stack, contact, 2)
     await asyncio.sleep(2)
@@ -104,9 +129,15 @@ async def test_email_cap_of_two_per_day_holds_under_a_burst(stack: Stack) -> Non
 
 async def test_mql_alert_fires_once_despite_a_wobbling_score(stack: Stack) -> None:
     email, contact, aid = await customer(stack)
-    await stack.send({"type": "form_submit", "anonymous_id": aid, "email": email,
-                      "form_id": "demo-request"},  # 40
-                     page_view(aid, "/pricing"))  # 50: crosses the mql threshold
+    await stack.send(
+        {
+            "type": "form_submit",
+            "anonymous_id": aid,
+            "email": email,
+            "form_id": "demo-request",
+        },  # 40
+        page_view(aid, "/pricing"),
+    )  # 50: crosses the mql threshold
     [alert] = [t for t in await wait_triggers(stack, contact, 1) if t["rule"] == "mql-sales-alert"]
     assert alert["channel"] == "sales" and alert["email"] == email
     stack.advance(timedelta(days=2))  # decays below 50
@@ -148,3 +179,32 @@ async def test_profile_of_an_unknown_cookie_is_empty(stack: Stack) -> None:
     body = await response.json()
     assert response.status == 200
     assert body["identified"] is False and body["web_triggers"] == [] and body["segments"] == []
+
+
+async def test_a_rules_file_with_a_typo_is_refused_and_the_old_rules_keep_running(
+    stack: Stack,
+) -> None:
+    path = stack.settings.config
+    good = path.read_text()
+    broken = good.replace(
+        "      delay: 1d\n      cancel_if:", "      delay: 1 day\n      cancel_if:", 1
+    )
+    line = good[: good.index("      delay: 1d\n      cancel_if:")].count("\n") + 1
+    assert broken != good
+    offset = len(stack.worker.text())
+    try:
+        path.write_text(broken)
+        expected = f"{path}:{line}: triggers.rules[0].delay: invalid duration '1 day'"
+        await asyncio.to_thread(stack.worker.wait_for_log, expected, 20, offset)
+        assert "the last good rules stay in force" in stack.worker.text()[offset:]
+        # the worker keeps evaluating with the rules it had
+        aid = new_aid()
+        for _ in range(3):
+            await stack.send(page_view(aid, "/blog/growth/data-driven-marketing"))
+        [prompt] = await wait_triggers(stack, aid, 1)
+        assert prompt["rule"] == "whitepaper-form-prompt"
+        async with aiohttp.ClientSession() as http:
+            metrics = await (await http.get(f"{stack.settings.worker_api}/metrics")).text()
+        assert "ma_rules_refused_total 1.0" in metrics
+    finally:
+        path.write_text(good)
