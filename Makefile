@@ -25,13 +25,15 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-# Java and Maven run the local Kafka broker; Chromium runs the JS tag's browser test.
+# Java and Maven run the local Kafka broker; Chromium runs the JS tag's browser test; wrk is the
+# load generator of `make bench` (bench/collector.py).
 # Installed with apt-get only when missing and when we are root (CI); otherwise we say what to do.
 system-deps:
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \

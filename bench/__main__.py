@@ -31,7 +31,14 @@ from pipeline.settings import Settings
 
 #: Modules whose ``@section`` functions register themselves, in run order: baselines first,
 #: since later sections state their figures as ratios to them. Add new modules here.
-SECTION_MODULES = ("bench.baselines",)
+SECTION_MODULES = (
+    "bench.baselines",
+    "bench.collector",
+    "bench.worker",
+    "bench.sink",
+    "bench.segments",
+    "bench.latency",
+)
 
 DEFAULT_OUTPUT = REPO / "bench" / "results.json"
 

@@ -61,6 +61,8 @@ class Row:
     ratio: float | None = None
     note: str = ""
     samples: list[float] | None = None
+    #: More figures of the same measurement (latency percentiles, CPU used...), JSON only.
+    extra: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {"name": self.name, "value": self.value, "unit": self.unit}
@@ -70,6 +72,8 @@ class Row:
         row["note"] = self.note
         if self.samples is not None:
             row["samples"] = self.samples
+        if self.extra:
+            row["extra"] = self.extra
         return row
 
 
@@ -93,8 +97,10 @@ class Section:
         *,
         baseline: str | None = None,
         note: str = "",
+        extra: dict[str, Any] | None = None,
     ) -> Row:
-        """Record a figure; ``baseline`` names a row measured earlier in this run."""
+        """Record a figure; ``baseline`` names a row measured earlier in this run; ``extra``
+        holds further figures of the same measurement (written to the JSON, not the table)."""
         if self.results.find(name) is not None:
             raise ValueError(f"bench row {name!r} recorded twice; row names are unique per run")
         samples = value.samples if isinstance(value, Measurement) else None
@@ -106,7 +112,7 @@ class Section:
                 note = f"{note}; baseline {baseline} not measured in this run".lstrip("; ")
             elif base.value:
                 ratio = number / base.value
-        row = Row(name, number, unit, baseline, ratio, note, samples)
+        row = Row(name, number, unit, baseline, ratio, note, samples, extra)
         self.rows.append(row)
         return row
 
@@ -290,8 +296,9 @@ def cpu_busy(seconds: float = 1.0) -> float | None:
 class CpuMeter:
     """How much CPU processes other than ours used between ``start()`` and ``stop()``.
 
-    Ours = this process (all its threads, chDB's included) plus ``pids`` (e.g. the broker).
-    Returns the share of all CPUs, from /proc (``None`` where there is no /proc)."""
+    Ours = this process (all its threads, chDB's included) and its children it has waited for
+    (``wrk``, workers a section started and stopped), plus ``pids`` still running (e.g. the
+    broker). Returns the share of all CPUs, from /proc (``None`` where there is no /proc)."""
 
     def __init__(self, pids: Callable[[], list[int]]) -> None:
         self.pids = pids
@@ -318,13 +325,17 @@ class CpuMeter:
 
 
 def _process_ticks(pid: str) -> int:
-    """utime + stime of a process (all threads), in clock ticks; 0 if it is gone."""
+    """utime + stime of a process (all threads), in clock ticks; 0 if it is gone. For
+    ``self``, also cutime + cstime: children that exited and were waited for."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0
     fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
-    return int(fields[11]) + int(fields[12])
+    ticks = int(fields[11]) + int(fields[12])
+    if pid == "self":
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks
 
 
 def _load() -> list[float] | None:

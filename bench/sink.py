@@ -1,0 +1,195 @@
+"""The ClickHouse sink's writer, next to a raw clickhouse-connect insert of the same rows.
+
+The sink agent turns each topic value into rows (``pipeline.sink.rows_for``) and hands a batch
+of up to ``SINK_BATCH`` values to ``pipeline.sink.SinkWriter.write``, which skips rows whose
+key is already stored (one lookup query per deduplicated table and batch) and inserts each
+table's rows with an ``insert_deduplication_token``. The baseline inserts exactly the same rows,
+table by table and batch by batch, with plain ``client.insert`` into another database on the
+same chDB engine: the difference is what idempotence costs.
+
+Traffic: ``bench.traffic.contact_work_values`` (resolved events, ~60% of a contact) plus the
+records the worker produces for them, in about the proportions it does: a score change for
+most events (and the contact's current score), an identity decision for each identify and form,
+a trigger now and then. Each run uses new ids (a replay would be deduplicated, not inserted).
+The two writers alternate run by run.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import defaultdict
+from functools import partial
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from bench import BenchContext, Measurement, Section, Timer, section
+from pipeline.clickhouse import connect
+from pipeline.clickhouse.migrate import migrate
+from pipeline.sink import TABLE_COLUMNS, SinkWriter, rows_for
+from pipeline.worker.steps import CONTACT_WORK
+
+#: As the sink agent batches (``pipeline.worker.app.SINK_BATCH``).
+SINK_BATCH = 10_000
+Rows = list[tuple[str, tuple[Any, ...]]]
+
+
+def sink_values(n: int, *, seed: int) -> list[tuple[str, dict[str, Any]]]:
+    """About ``n`` ``(topic, value)`` pairs the sink reads, as the worker writes them."""
+    from bench.traffic import contact_work_values
+
+    rng = random.Random(seed)
+    values: list[tuple[str, dict[str, Any]]] = []
+    scores: dict[str, float] = {}
+    for work in contact_work_values(int(n / 1.8), seed=seed):
+        values.append((CONTACT_WORK, work))
+        e = work["e"]
+        contact, aid, at = e.get("contact_id"), e["anonymous_id"], e["received_at"]
+        if e["type"] in ("identify", "form_submit"):
+            values.append(
+                (
+                    "identities",
+                    {
+                        "anonymous_id": aid,
+                        "contact_id": contact,
+                        "previous_contact_id": None,
+                        "reason": "identify" if e["type"] == "identify" else "form_submit",
+                        "event_id": e["event_id"],
+                        "at": at,
+                    },
+                )
+            )
+        if rng.random() < 0.7:
+            subject = contact or aid
+            delta = rng.choice([1.0, 3.0, 10.0, 15.0, 40.0])
+            scores[subject] = score = scores.get(subject, 0.0) + delta
+            stage = "sql" if score >= 100 else "mql" if score >= 50 else "lead"
+            values.append(
+                (
+                    "scores",
+                    {
+                        "contact_id": contact,
+                        "anonymous_id": None if contact else aid,
+                        "score": score,
+                        "delta": delta,
+                        "rule": "pricing-view",
+                        "event_id": e["event_id"],
+                        "lifecycle_stage": stage,
+                        "at": at,
+                    },
+                )
+            )
+            if rng.random() < 0.03:
+                values.append(
+                    (
+                        "triggers",
+                        {
+                            "trigger_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                            "rule": "mql-sales-alert",
+                            "channel": "sales",
+                            "contact_id": contact,
+                            "anonymous_id": aid,
+                            "fired_at": at,
+                            "due_at": at,
+                            "score": score,
+                            "cause_event_ids": [e["event_id"]],
+                            "attributes": {"title": "CTO"},
+                        },
+                    )
+                )
+    return values
+
+
+def _batches(values: list[tuple[str, dict[str, Any]]]) -> list[Rows]:
+    """Rows per sink batch (``SINK_BATCH`` values each), as the sink agent would build them."""
+    batches = []
+    for start in range(0, len(values), SINK_BATCH):
+        rows: Rows = []
+        for topic, value in values[start : start + SINK_BATCH]:
+            rows += rows_for(topic, value)
+        batches.append(rows)
+    return batches
+
+
+def _raw_insert(client: Client, *, database: str, rows: Rows) -> int:
+    by_table: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for table, row in rows:
+        by_table[table].append(row)
+    for table, table_rows in by_table.items():
+        client.insert(f"{database}.{table}", table_rows, column_names=list(TABLE_COLUMNS[table]))
+    return len(rows)
+
+
+def _count(client: Client, database: str) -> dict[str, int]:
+    return {
+        table: int(client.query(f"SELECT count() FROM {database}.{table}").result_rows[0][0])
+        for table in TABLE_COLUMNS
+    }
+
+
+@section("sink")
+async def sink(ctx: BenchContext, out: Section) -> None:
+    """pipeline.sink.SinkWriter (idempotent) vs raw clickhouse-connect inserts into chDB."""
+    n = ctx.scale(100_000, 10_000)
+    sink_db, raw_db = "bench_sink", "bench_sink_raw"
+    # one ClickHouse (one client, one thread) on the run's chDB path serves both databases
+    clickhouse = connect(ctx.settings.model_copy(update={"clickhouse_database": sink_db}))
+    try:
+        for database in (sink_db, raw_db):
+            await clickhouse.run(partial(migrate, database=database))
+        writer = SinkWriter(clickhouse)
+        rates: dict[str, list[float]] = {"sink": [], "raw": []}
+        written: dict[str, int] = defaultdict(int)
+        per_run = 0
+        for i in range(-1, 3):  # a warm-up, then three runs
+            batches = _batches(sink_values(n // 4 if i < 0 else n, seed=500 + i))
+            total = sum(len(b) for b in batches)
+            order = ("sink", "raw") if i % 2 == 0 else ("raw", "sink")
+            for mode in order:
+                with Timer() as t:
+                    for b, rows in enumerate(batches):
+                        if mode == "sink":
+                            counts = await writer.write(rows, f"bench-{i}-{b}")
+                            written[mode] += sum(counts.values())
+                        else:
+                            insert = partial(_raw_insert, database=raw_db, rows=rows)
+                            written[mode] += await clickhouse.run(insert)
+                if i >= 0:
+                    rates[mode].append(total / t.seconds)
+                    per_run = total
+            ctx.log(
+                f"run {i}: {total:,} rows in {len(batches)} batches: "
+                + ", ".join(f"{m} {r[-1]:,.0f} rows/s" for m, r in rates.items() if r and i >= 0)
+            )
+        # both must have stored the same rows, and the sink every row it was given once
+        stored = {
+            db: await clickhouse.run(partial(_count, database=db)) for db in (sink_db, raw_db)
+        }
+        # score_state is a versioned table: the sink may keep only the latest per contact
+        if {k: v for k, v in stored[sink_db].items() if k != "score_state"} != {
+            k: v for k, v in stored[raw_db].items() if k != "score_state"
+        }:
+            raise RuntimeError(f"the sink and the raw inserts stored different rows: {stored}")
+        if written["sink"] != written["raw"]:
+            raise RuntimeError(f"rows written: sink {written['sink']}, raw {written['raw']}")
+        mix = ", ".join(f"{t} {c:,}" for t, c in stored[raw_db].items() if c)
+        raw = Measurement(rates["raw"])
+        out.add(
+            "sink.raw_insert",
+            raw,
+            "rows/s",
+            note=f"clickhouse-connect insert() per table and batch, no dedup; {per_run:,} rows "
+            f"per run in {SINK_BATCH:,}-value batches",
+        )
+        out.add(
+            "sink.writer",
+            Measurement(rates["sink"]),
+            "rows/s",
+            baseline="sink.raw_insert",
+            note=f"SinkWriter.write: stored-key lookups + dedup tokens; "
+            f"rows stored over all runs: {mix}; "
+            "goal >= 0.8 x raw",
+        )
+    finally:
+        clickhouse.close()

@@ -1,0 +1,265 @@
+"""The real Faust worker over a backlog of ``ma.events``, next to a bare aiokafka loop.
+
+Per run, ``N`` realistic ``ma.events`` values (``bench.traffic.worker_events``: browsing
+sessions, identifies, form submits, re-links) are produced to a fresh topic prefix. Then, in
+turn (the order alternates run by run):
+
+- the bare loop (``bench.run_bare_loop``, its own process): consume, decode, add a field,
+  encode, produce to another topic, wait for the acknowledgements, commit;
+- the real worker (``python -m pipeline.cli worker``, its own process, a fresh consumer group,
+  RocksDB tables and chDB path of its own): stitching, scoring, triggers, contacts and the
+  ClickHouse sink.
+
+Each is timed from the moment it is ready (partitions assigned: ``bare loop ready`` /
+``worker ready``) until its consumer group has committed everything on every topic it reads:
+for the worker that is ``events`` and the topics between its stages and to its sink, so "done"
+means every output was produced and acknowledged and every row was written to ClickHouse
+(the worker commits an input only after its outputs are durable). Start-up (topic creation,
+migrations, the group join, table recovery) is reported separately, not in the rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench import BenchContext, Measurement, Section, section
+from bench.procs import Child, free_port
+from bench.report import REPO
+from bench.traffic import worker_events
+from pipeline.settings import Settings
+from pipeline.topics import EVENTS, TopicSpec, all_topics, ensure_topics
+
+#: Topics the worker's consumer group reads (``pipeline.worker.app``): stage 1, stage 2, sink.
+WORKER_INPUTS = (
+    "events",
+    "x.cookie-commands",
+    "x.contact-work",
+    "contact-updates",
+    "identities",
+    "contacts",
+    "scores",
+    "triggers",
+)
+BARE_OUT = TopicSpec("bench-bare-out", "anonymous_id", "bare loop output", public=False)
+POLL = 0.1
+
+
+@dataclass
+class Run:
+    seconds: float  # ready → everything committed
+    startup: float  # process start → ready
+    cpu: float  # CPUs the process used while processing
+    #: Faust's "producer buffer full" warnings: sends waited for its buffer to drain
+    buffer_full: int = 0
+
+
+async def group_lag(
+    admin: AIOKafkaAdminClient,
+    consumer: AIOKafkaConsumer,
+    group: str,
+    topics: list[str],
+    partitions: int,
+) -> int:
+    """Records on ``topics`` not yet committed by ``group`` (committed offsets read first, so
+    the end offsets read after them include every record the committed ones caused)."""
+    committed = await admin.list_consumer_group_offsets(group)
+    tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+    ends = await consumer.end_offsets(tps)
+    lag = 0
+    for tp, end in ends.items():
+        meta = committed.get(tp)
+        done = meta.offset if meta is not None and meta.offset >= 0 else 0
+        lag += max(end - done, 0)
+    return lag
+
+
+async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=v, key=k) for k, v in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def _drain(
+    child: Child,
+    ready: str,
+    group: str,
+    topics: list[str],
+    settings: Settings,
+    timeout: float,
+) -> Run:
+    """Wait until ``child`` logs ``ready``, then until ``group`` has committed ``topics``."""
+    started = time.perf_counter()
+    await child.wait_for(ready, timeout=120)
+    ready_at = time.perf_counter()
+    cpu0 = child.cpu_seconds()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        while (
+            lag := await group_lag(admin, consumer, group, topics, settings.topic_partitions)
+        ) > 0:
+            if child.popen.poll() is not None:
+                raise RuntimeError(f"{child.log.stem} exited:\n{child.text()[-3000:]}")
+            if time.perf_counter() - ready_at > timeout:
+                raise RuntimeError(
+                    f"{child.log.stem}: {lag} records not committed after {timeout:.0f} s:\n"
+                    f"{child.text()[-3000:]}"
+                )
+            await asyncio.sleep(POLL)
+        done = time.perf_counter()
+    finally:
+        await consumer.stop()
+        await admin.close()
+    seconds = done - ready_at
+    return Run(seconds, ready_at - started, (child.cpu_seconds() - cpu0) / seconds)
+
+
+async def _end_offsets(settings: Settings, topics: list[str]) -> dict[str, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    totals: dict[str, int] = {}
+    for tp, end in ends.items():
+        totals[tp.topic] = totals.get(tp.topic, 0) + end
+    return totals
+
+
+def _worker_settings(ctx: BenchContext, run: int) -> Settings:
+    name = f"worker{run + 1}"  # the warm-up is worker0
+    scratch: Path = ctx.scratch / name
+    return ctx.settings.model_copy(
+        update={
+            "topic_prefix": f"{ctx.settings.topic_prefix}{name}.",
+            "app_id": f"{ctx.settings.app_id}-{name}",
+            "clickhouse_url": f"chdb://{scratch / 'chdb'}",  # the child's own engine path
+            "data_dir": scratch / "data",
+            "config": REPO / "config" / "rules.yaml",
+            "store": "rocksdb://",  # as `ma-pipeline worker` runs by default
+            "worker_web_port": free_port(),
+            "segment_refresh": 3600.0,
+        }
+    )
+
+
+@section("worker")
+async def worker(ctx: BenchContext, out: Section) -> None:
+    """The real Faust worker (stitch, score, trigger, sink) vs a bare aiokafka consume→produce."""
+    # importing the app registers the internal topics between the worker's stages
+    import pipeline.worker.app  # noqa: F401
+
+    n = ctx.scale(10_000, 3_000)
+    timeout = 300.0 if not ctx.quick else 120.0
+    runs: dict[str, list[Run]] = {"bare": [], "worker": []}
+    outputs: dict[str, int] = {}
+    for i in range(-1, 3):  # a warm-up, then three runs
+        settings = _worker_settings(ctx, i)
+        ctx.created_topics += await ensure_topics(settings, (*all_topics(), BARE_OUT))
+        events_topic = settings.topic(EVENTS.name)
+        messages = [
+            (e["anonymous_id"].encode(), orjson.dumps(e))
+            for e in worker_events(n if i >= 0 else n // 4, seed=200 + i)
+        ]
+        await _produce(settings.bootstrap, events_topic, messages)
+        ctx.log(f"run {i}: {len(messages):,} events on {events_topic}")
+        order = ("bare", "worker") if i % 2 == 0 else ("worker", "bare")
+        for mode in order:
+            if mode == "bare":
+                group = f"{settings.app_id}-bare"
+                child = Child.start(
+                    ctx,
+                    [
+                        "-m",
+                        "bench.run_bare_loop",
+                        events_topic,
+                        settings.topic(BARE_OUT.name),
+                        group,
+                    ],
+                    settings,
+                    f"bare-loop{i + 1}",
+                )
+                ready, topics = "bare loop ready", [events_topic]
+            else:
+                group = settings.app_id  # Faust's consumer group is the app id
+                child = Child.start(
+                    ctx, ["-m", "pipeline.cli", "worker"], settings, f"worker{i + 1}"
+                )
+                ready, topics = "worker ready", [settings.topic(t) for t in WORKER_INPUTS]
+            try:
+                run = await _drain(child, ready, group, topics, settings, timeout)
+                run.buffer_full = child.text().count("producer buffer full")
+            finally:
+                child.stop()
+            ctx.log(
+                f"  {mode}: {len(messages) / run.seconds:,.0f} events/s "
+                f"({run.seconds:.1f} s, start-up {run.startup:.1f} s, {run.cpu:.2f} CPU)"
+            )
+            if i >= 0:
+                runs[mode].append(run)
+        if i >= 0:
+            outputs = await _end_offsets(
+                settings,
+                [settings.topic(t) for t in ("identities", "scores", "triggers", "dead-letter")],
+            )
+            if outputs.get(settings.topic("dead-letter")):
+                raise RuntimeError(
+                    f"the worker dead-lettered {outputs[settings.topic('dead-letter')]} of "
+                    f"{n} events: see {ctx.scratch / 'logs'}"
+                )
+            if not outputs.get(settings.topic("identities")):
+                raise RuntimeError("the worker produced no identities: it did not process events")
+
+    def summary(mode: str) -> tuple[Measurement, dict[str, float]]:
+        rates = Measurement([n / r.seconds for r in runs[mode]])
+        extra = {
+            "startup_s": round(statistics.median(r.startup for r in runs[mode]), 2),
+            "cpu": round(statistics.median(r.cpu for r in runs[mode]), 2),
+            "seconds": round(statistics.median(r.seconds for r in runs[mode]), 2),
+            "producer_buffer_full": statistics.median(r.buffer_full for r in runs[mode]),
+        }
+        extra["per_core"] = round(rates.median / max(extra["cpu"], 0.01))
+        return rates, extra
+
+    bare, bare_extra = summary("bare")
+    out.add(
+        "worker.bare_loop",
+        bare,
+        "events/s",
+        note=f"bare aiokafka getmany → orjson → send() → commit, own process, {n:,} events; "
+        f"{bare_extra['cpu']:.2f} CPU; ready in {bare_extra['startup_s']:.1f} s (excluded)",
+        extra=bare_extra,
+    )
+    real, real_extra = summary("worker")
+    per_run = {t.rsplit(".", 1)[-1]: v for t, v in outputs.items()}
+    out.add(
+        "worker.events",
+        real,
+        "events/s",
+        baseline="worker.bare_loop",
+        note=f"ma-pipeline worker (rocksdb tables, chDB sink), {n:,} events → "
+        f"{per_run.get('identities', 0):,} identities, {per_run.get('scores', 0):,} scores, "
+        f"{per_run.get('triggers', 0):,} triggers; {real_extra['cpu']:.2f} CPU = "
+        f"{real_extra['per_core']:,} events/s per core; "
+        f"start-up {real_extra['startup_s']:.1f} s (excluded); "
+        f"{real_extra['producer_buffer_full']:.0f} 'producer buffer full' warnings per run",
+        extra={**real_extra, "outputs_last_run": per_run},
+    )
