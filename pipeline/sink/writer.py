@@ -81,17 +81,23 @@ class SinkWriter:
     def _insert(self, client: Client, *, table: str, rows: list[Row], batch_id: str) -> int:
         columns = TABLE_COLUMNS[table]
         if table in ROW_KEYS:
-            rows = self._new_rows(client, table, rows)
+            rows, keys = self._new_rows(client, table, rows)
+            identity = repr(keys)  # the keys name the rows (and are much shorter to hash)
+        else:
+            identity = repr(rows)
         if rows:
             # The token names exactly these rows: a retry after a partial failure (some rows
             # stored, so fewer left) must not be mistaken for the earlier insert.
-            token = hashlib.sha256(f"{batch_id}|{table}|{rows!r}".encode()).hexdigest()[:32]
+            token = hashlib.sha256(f"{batch_id}|{table}|{identity}".encode()).hexdigest()[:32]
             client.insert(f"{self.database}.{table}", rows, column_names=list(columns),
                           settings={"insert_deduplication_token": token})  # fmt: skip
         return len(rows)
 
-    def _new_rows(self, client: Client, table: str, rows: list[Row]) -> list[Row]:
-        """The rows whose key is neither stored yet nor repeated earlier in ``rows``."""
+    def _new_rows(
+        self, client: Client, table: str, rows: list[Row]
+    ) -> tuple[list[Row], list[tuple[Any, ...]]]:
+        """The rows whose key is neither stored yet nor repeated earlier in ``rows``, and
+        their keys."""
         columns = TABLE_COLUMNS[table]
         key_columns, lookup = ROW_KEYS[table]
         indexes = [columns.index(column) for column in key_columns]
@@ -111,7 +117,8 @@ class SinkWriter:
                 parameters=parameters,
             ).result_rows
         }
-        return [row for key, row in unique.items() if key not in stored]
+        new = [(key, row) for key, row in unique.items() if key not in stored]
+        return [row for _, row in new], [key for key, _ in new]
 
 
 #: What ``erase`` deletes: (table, condition). ``{c}`` is the contact, ``{a}`` the cookies whose
