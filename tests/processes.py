@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 class Process:
     """A ``ma-pipeline <command>`` child process with its output in a log file."""
 
-    def __init__(self, settings: Settings, *args: str, log: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self, settings: Settings, *args: str, log: Path, env: dict[str, str] | None = None
+    ):
         self.args = args
         self.log = log
         environment = {**os.environ, **settings.as_env(), **(env or {}), "PYTHONUNBUFFERED": "1"}
@@ -43,7 +45,9 @@ class Process:
             if needle in self.text()[after:]:
                 return
             if self.popen.poll() is not None:
-                raise AssertionError(f"{self.args} exited ({self.popen.returncode}):\n{self.text()[-4000:]}")
+                raise AssertionError(
+                    f"{self.args} exited ({self.popen.returncode}):\n{self.text()[-4000:]}"
+                )
             time.sleep(0.2)
         raise AssertionError(f"{needle!r} not logged within {timeout}s:\n{self.text()[-4000:]}")
 

@@ -15,7 +15,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,9 @@ def worker(topics: Settings, tmp_path: Path) -> Any:
 async def query(settings: Settings, sql: str, **parameters: Any) -> list[list[Any]]:
     """Rows of a read-only query through the worker API."""
     async with aiohttp.ClientSession() as http:
-        response = await http.post(f"{settings.worker_api}/query",
-                                   data=codec.dumps({"sql": sql, "parameters": parameters}))
+        response = await http.post(
+            f"{settings.worker_api}/query", data=codec.dumps({"sql": sql, "parameters": parameters})
+        )
         body = codec.loads(await response.read())
         assert response.status == 200, body
         rows: list[list[Any]] = body["rows"]
@@ -109,19 +110,36 @@ class Stack:
 
     async def contacts(self, source: str, *contacts: dict[str, Any]) -> None:
         response = await self.http.post(
-            f"{self.url}/v1/contacts", json={"source": source, "contacts": list(contacts)},
-            headers={"Authorization": f"Bearer {SERVER_KEY}"})
+            f"{self.url}/v1/contacts",
+            json={"source": source, "contacts": list(contacts)},
+            headers={"Authorization": f"Bearer {SERVER_KEY}"},
+        )
         assert response.status == 200, await response.text()
 
-    async def click(self, aid: str | None, contact_id: str, *, url: str = "https://www.acme.example/offer",
-                    campaign: str = "spring", user_agent: str = BROWSER_UA) -> aiohttp.ClientResponse:
-        token = links.sign(contact_id=contact_id, url=url, campaign_id=campaign, site_id=SITE,
-                           keys=self.settings.link_keys, now=self.clock.now() - timedelta(minutes=10))
+    async def click(
+        self,
+        aid: str | None,
+        contact_id: str,
+        *,
+        url: str = "https://www.acme.example/offer",
+        campaign: str = "spring",
+        user_agent: str = BROWSER_UA,
+    ) -> aiohttp.ClientResponse:
+        token = links.sign(
+            contact_id=contact_id,
+            url=url,
+            campaign_id=campaign,
+            site_id=SITE,
+            keys=self.settings.link_keys,
+            now=self.clock.now() - timedelta(minutes=10),
+        )
         headers = {"User-Agent": user_agent}
         if aid:
             headers["Cookie"] = f"ma_aid={aid}"
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
-            response = await http.get(f"{self.url}/c/{token}", headers=headers, allow_redirects=False)
+            response = await http.get(
+                f"{self.url}/c/{token}", headers=headers, allow_redirects=False
+            )
             await response.read()
         return response
 
@@ -139,16 +157,19 @@ class Stack:
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
 
-        topics = [self.settings.topic(t) for t in
-                  ("events", "x.contact-work", "contact-updates", "x.cookie-commands")]
+        topics = [
+            self.settings.topic(t)
+            for t in ("events", "x.contact-work", "contact-updates", "x.cookie-commands")
+        ]
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap)
         await admin.start()
         await consumer.start()
         try:
             committed = await admin.list_consumer_group_offsets(self.settings.app_id)
-            partitions = [TopicPartition(t, p) for t in topics
-                          for p in range(self.settings.topic_partitions)]
+            partitions = [
+                TopicPartition(t, p) for t in topics for p in range(self.settings.topic_partitions)
+            ]
             ends = await consumer.end_offsets(partitions)
         finally:
             await consumer.stop()
@@ -187,13 +208,19 @@ class Stack:
         return TopicReader(self.settings.bootstrap, self.settings.topic(topic))
 
     async def query(self, sql: str, **parameters: Any) -> list[list[Any]]:
-        return await query(self.settings, sql.replace("{db}", self.settings.clickhouse_database),
-                           **parameters)
+        return await query(
+            self.settings, sql.replace("{db}", self.settings.clickhouse_database), **parameters
+        )
 
 
 def page_view(aid: str, path: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "page_view", "anonymous_id": aid, "event_id": str(uuid.uuid4()),
-            "url": f"https://www.acme.example{path}", **extra}
+    return {
+        "type": "page_view",
+        "anonymous_id": aid,
+        "event_id": str(uuid.uuid4()),
+        "url": f"https://www.acme.example{path}",
+        **extra,
+    }
 
 
 def new_aid() -> str:
@@ -208,17 +235,25 @@ def new_email(name: str = "person") -> str:
 async def open_stack(kafka_bootstrap: str, tmp: Path) -> AsyncIterator[Stack]:
     """A collector (in this process) and a worker (a child process) on a fresh topic prefix."""
     test_id = uuid.uuid4().hex[:10]
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - set-up, before anything runs
     clock_file = tmp / "clock"
     clock_file.write_text("0")
     rules_file = tmp / "rules.yaml"
     rules_file.write_text((REPO / "config" / "rules.yaml").read_text())
     settings = Settings(
-        kafka_bootstrap=kafka_bootstrap, topic_prefix=f"s{test_id}.", topic_partitions=4,
-        app_id=f"stack-{test_id}", clickhouse_url=f"chdb://{tmp / 'worker-ch'}",
-        clickhouse_database=f"s_{test_id}", data_dir=tmp / "data", cache_dir=REPO / ".cache",
-        store="memory://", config=rules_file, http_port=free_port(),
-        worker_web_port=free_port(), clock_file=clock_file,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"s{test_id}.",
+        topic_partitions=4,
+        app_id=f"stack-{test_id}",
+        clickhouse_url=f"chdb://{tmp / 'worker-ch'}",
+        clickhouse_database=f"s_{test_id}",
+        data_dir=tmp / "data",
+        cache_dir=REPO / ".cache",
+        store="memory://",
+        config=rules_file,
+        http_port=free_port(),
+        worker_web_port=free_port(),
+        clock_file=clock_file,
         log_level=os.environ.get("MA_TEST_WORKER_LOG_LEVEL", "info"),
         link_secrets="k2:test-signing-secret-0002,k1:test-signing-secret-0001",  # type: ignore[arg-type]
     )
@@ -232,8 +267,15 @@ async def open_stack(kafka_bootstrap: str, tmp: Path) -> AsyncIterator[Stack]:
     stack = None
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
-            stack = Stack(settings, app_state, f"http://127.0.0.1:{settings.http_port}", http,
-                          clock, process, tmp)
+            stack = Stack(
+                settings,
+                app_state,
+                f"http://127.0.0.1:{settings.http_port}",
+                http,
+                clock,
+                process,
+                tmp,
+            )
             yield stack
     finally:
         (stack.worker if stack else process).stop()
@@ -241,6 +283,8 @@ async def open_stack(kafka_bootstrap: str, tmp: Path) -> AsyncIterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+async def stack(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
     async with open_stack(kafka_bootstrap, tmp_path_factory.mktemp("stack")) as running:
         yield running

@@ -15,7 +15,14 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline import codec, contact_id_for
 from pipeline.trigger.decide import trigger_id
-from tests.integration.worker.conftest import Stack, eventually, new_aid, new_email, open_stack, page_view
+from tests.integration.worker.conftest import (
+    Stack,
+    eventually,
+    new_aid,
+    new_email,
+    open_stack,
+    page_view,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -29,46 +36,81 @@ def workload(seed: int = 7, cookies: int = 40) -> list[dict[str, Any]]:
     paths = ["/pricing", "/blog/marketing/a", "/products/x", "/careers", "/blog/b", "/"]
     events = []
     at = START
-    for c in range(cookies):
+    for _ in range(cookies):
         aid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         for _ in range(rng.randint(4, 14)):
             at += timedelta(seconds=rng.randint(1, 90))
             roll = rng.random()
-            base = {"event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                    "site_id": "acme", "received_at": at, "source": "browser", "anonymous_id": aid}
+            base = {
+                "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "site_id": "acme",
+                "received_at": at,
+                "source": "browser",
+                "anonymous_id": aid,
+            }
             if roll < 0.12:
                 events.append({**base, "type": "identify", "email": rng.choice(people)})
             elif roll < 0.2:
-                events.append({**base, "type": "form_submit", "email": rng.choice(people),
-                               "form_id": rng.choice(["demo-request", "whitepaper", "newsletter"])})
+                events.append(
+                    {
+                        **base,
+                        "type": "form_submit",
+                        "email": rng.choice(people),
+                        "form_id": rng.choice(["demo-request", "whitepaper", "newsletter"]),
+                    }
+                )
             else:
                 path = rng.choice(paths)
-                events.append({**base, "type": "page_view", "url": f"https://www.acme.example{path}",
-                               "path": path})
+                events.append(
+                    {
+                        **base,
+                        "type": "page_view",
+                        "url": f"https://www.acme.example{path}",
+                        "path": path,
+                    }
+                )
     return events
 
 
 async def produce(stack: Stack, events: list[dict[str, Any]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.bootstrap, acks="all",
-                                enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
     await producer.start()
     try:
         for event in events:
-            await producer.send(stack.settings.topic("events"), codec.dumps(event),
-                                key=event["anonymous_id"].encode())
+            await producer.send(
+                stack.settings.topic("events"),
+                codec.dumps(event),
+                key=event["anonymous_id"].encode(),
+            )
         await producer.flush()
     finally:
         await producer.stop()
 
 
-async def outcome(stack: Stack, expected_events: int) -> tuple[set[tuple[Any, ...]], dict[str, Any]]:
+async def outcome(
+    stack: Stack, expected_events: int
+) -> tuple[set[tuple[Any, ...]], dict[str, Any]]:
     """All identity decisions, and the final score and stage of every subject."""
-    await eventually(lambda: stack.query("SELECT 1 FROM {db}.events HAVING count() >= {n:UInt64}",
-                                         n=expected_events), timeout=90)
+    await eventually(
+        lambda: stack.query(
+            "SELECT 1 FROM {db}.events HAVING count() >= {n:UInt64}", n=expected_events
+        ),
+        timeout=90,
+    )
     async with stack.reader("identities") as reader:
         await reader.settle(3)
-        decisions = {(d["anonymous_id"], d["contact_id"], d["previous_contact_id"], d["reason"],
-                      d["event_id"]) for d in reader.values}
+        decisions = {
+            (
+                d["anonymous_id"],
+                d["contact_id"],
+                d["previous_contact_id"],
+                d["reason"],
+                d["event_id"],
+            )
+            for d in reader.values
+        }
     async with stack.reader("scores") as reader:
         await reader.settle(3)
     # the last change of each subject, valued at one common time (scores decay)
@@ -111,8 +153,11 @@ async def test_pending_delayed_triggers_survive_kill_9_and_fire_once_on_time(
             email, aid = new_email("pending"), new_aid()
             contact = str(contact_id_for(email))
             await stack.contacts("crm", {"email": email, "consent_email": True})
-            await eventually(lambda c=contact: stack.query(
-                "SELECT 1 FROM {db}.contacts WHERE contact_id = {c:String}", c=c))
+            await eventually(
+                lambda c=contact: stack.query(
+                    "SELECT 1 FROM {db}.contacts WHERE contact_id = {c:String}", c=c
+                )
+            )
             await stack.send({"type": "identify", "anonymous_id": aid, "email": email})
             view = page_view(aid, "/pricing")
             await stack.send(view)
@@ -122,8 +167,10 @@ async def test_pending_delayed_triggers_survive_kill_9_and_fire_once_on_time(
         stack.advance(timedelta(days=1, seconds=1))
         due_at_latest = stack.clock.now()
         async with stack.reader("triggers") as reader:
-            await reader.wait_for(lambda vs: len([t for t in vs if t["rule"] == "pricing-trial-offer"]) >= 3,
-                                  timeout=40)
+            await reader.wait_for(
+                lambda vs: len([t for t in vs if t["rule"] == "pricing-trial-offer"]) >= 3,
+                timeout=40,
+            )
             await asyncio.to_thread(stack.restart_worker, kill=False)  # and once more, cleanly
             await reader.settle(4)
         offers = [t for t in reader.values if t["rule"] == "pricing-trial-offer"]

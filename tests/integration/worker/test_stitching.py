@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pipeline import contact_id_for, links
-from pipeline.settings import Settings
 from tests.integration.collect.conftest import RunningCollector
 from tests.kafka_helpers import TopicReader
 from tests.processes import Process
@@ -17,8 +16,12 @@ pytestmark = pytest.mark.integration
 
 
 def view(aid: str, path: str) -> dict[str, object]:
-    return {"type": "page_view", "anonymous_id": aid, "event_id": str(uuid.uuid4()),
-            "url": f"https://www.acme.example{path}"}
+    return {
+        "type": "page_view",
+        "anonymous_id": aid,
+        "event_id": str(uuid.uuid4()),
+        "url": f"https://www.acme.example{path}",
+    }
 
 
 async def test_anonymous_visitor_scores_then_links_by_click_and_brings_its_score(
@@ -34,14 +37,20 @@ async def test_anonymous_visitor_scores_then_links_by_click_and_brings_its_score
         assert scores.values[-1]["score"] == pytest.approx(20, abs=0.01)
 
         contact = str(contact_id_for("ana.lopez@acme.io"))
-        token = links.sign(contact_id=contact, url="https://www.acme.example/offer",
-                           campaign_id="spring", keys=settings.link_keys,
-                           now=datetime.now(UTC) - timedelta(minutes=5))
+        token = links.sign(
+            contact_id=contact,
+            url="https://www.acme.example/offer",
+            campaign_id="spring",
+            keys=settings.link_keys,
+            now=datetime.now(UTC) - timedelta(minutes=5),
+        )
         click = await collector.http.get(
             f"{collector.url}/c/{token}",
             allow_redirects=False,
-            headers={"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0",
-                     "Cookie": f"ma_aid={aid}"},
+            headers={
+                "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0",
+                "Cookie": f"ma_aid={aid}",
+            },
         )
         assert click.status == 302
         assert click.headers["Location"] == "https://www.acme.example/offer"
@@ -66,20 +75,32 @@ async def test_events_and_identities_land_in_clickhouse_once(
     settings = collector.settings
     db = settings.clickhouse_database
     aid = str(uuid.uuid4())
-    events = [view(aid, "/pricing"), view(aid, "/blog/marketing/a"),
-              {"type": "identify", "anonymous_id": aid, "email": "li.wei@acme.io",
-               "event_id": str(uuid.uuid4())}]
+    events = [
+        view(aid, "/pricing"),
+        view(aid, "/blog/marketing/a"),
+        {
+            "type": "identify",
+            "anonymous_id": aid,
+            "email": "li.wei@acme.io",
+            "event_id": str(uuid.uuid4()),
+        },
+    ]
     await collector.post_batch(events)
     await collector.post_batch(events[:1])  # a duplicate delivery
     contact = str(contact_id_for("li.wei@acme.io"))
     for _ in range(60):
-        rows = await query(settings, f"SELECT event_id, contact_id, pre_identification FROM {db}.events")
+        rows = await query(
+            settings, f"SELECT event_id, contact_id, pre_identification FROM {db}.events"
+        )
         if len(rows) >= 3:
             break
         await asyncio.sleep(0.5)
     assert sorted(r[0] for r in rows) == sorted(e["event_id"] for e in events)
     history = await query(
-        settings, f"SELECT event_id FROM {db}.contact_events WHERE contact_id = {{c:String}}", c=contact)
+        settings,
+        f"SELECT event_id FROM {db}.contact_events WHERE contact_id = {{c:String}}",
+        c=contact,
+    )
     assert sorted(r[0] for r in history) == sorted(e["event_id"] for e in events)
     links = await query(settings, f"SELECT anonymous_id, contact_id, reason FROM {db}.identities")
     assert links == [[aid, contact, "identify"]]
