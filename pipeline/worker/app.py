@@ -43,6 +43,7 @@ from pipeline.settings import Settings
 from pipeline.sink import SinkWriter, rows_for
 from pipeline.topics import INTERNAL_TOPICS, TopicSpec
 from pipeline.worker.api import make_api
+from pipeline.worker.faust_fixes import TableManager
 from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.profiles import SegmentMembership
 from pipeline.worker.steps import (
@@ -138,6 +139,8 @@ class Worker:
             # rebalance in between, a resume can be missed and the partition stalls. Buffers
             # larger than any batch keep that path cold.
             stream_buffer_maxsize=65_536,
+            # keeps messages queued during recovery's seek: see pipeline.worker.faust_fixes
+            TableManager=TableManager,
             logging_config=None,
         )
         app = self.app
