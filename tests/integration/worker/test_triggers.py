@@ -111,6 +111,33 @@ async def test_contact_in_a_deal_is_not_offered_a_trial(stack: Stack) -> None:
     ] == []
 
 
+async def test_three_marketing_articles_in_a_week_invite_to_the_webinar(stack: Stack) -> None:
+    _, contact, aid = await customer(stack)
+    reads = [page_view(aid, f"/blog/marketing/article-{n}") for n in range(3)]
+    await stack.send(reads[0])
+    stack.advance(timedelta(days=3))
+    await stack.send(reads[1])
+    stack.advance(timedelta(days=3))  # the third read is six days after the first
+    await stack.send(reads[2])
+    stack.advance(timedelta(days=1, seconds=1))
+    [invite] = [
+        t for t in await wait_triggers(stack, contact, 1) if t["rule"] == "marketing-webinar-invite"
+    ]
+    assert invite["channel"] == "email"
+    assert invite["cause_event_ids"] == [r["event_id"] for r in reads]
+
+
+async def test_three_articles_spread_over_more_than_a_week_do_not_invite(stack: Stack) -> None:
+    _, contact, aid = await customer(stack)
+    for n in range(3):
+        await stack.send(page_view(aid, f"/blog/marketing/slow-{n}"))
+        stack.advance(timedelta(days=4))  # never three within 7 days
+    stack.advance(timedelta(days=1, seconds=1))
+    await asyncio.sleep(2)
+    fired = await triggers_for(stack, contact)
+    assert [t for t in fired if t["rule"] == "marketing-webinar-invite"] == []
+
+
 async def test_email_cap_of_two_per_day_holds_under_a_burst(stack: Stack) -> None:
     _, contact, aid = await customer(stack)
     await stack.send(
