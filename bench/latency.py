@@ -309,9 +309,56 @@ async def latency(ctx: BenchContext, out: Section) -> None:
             _report(ctx, out, sent, prefix, rate, seconds, cpu, [m for m in missing if m >= first])
         stop.set()
         await listener
+        await _profile_latency(ctx, out, settings, salt)
     finally:
         collector.stop()
         worker.stop()
+
+
+PROFILE_COOKIES = 20
+PROFILE_ROUNDS = 25
+
+
+async def _profile_latency(ctx: BenchContext, out: Section, settings: Settings, salt: str) -> None:
+    """``GET /v1/profile?aid=`` through the collector (which asks the worker's state), one
+    request at a time, for cookies with an active web trigger. Goal: under 10 ms."""
+    base = f"http://127.0.0.1:{settings.http_port}"
+    aids = []
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        for n in range(PROFILE_COOKIES):
+            events = _request("web", n, salt)
+            aids.append(events[0]["anonymous_id"])
+            body = orjson.dumps({"site_id": SITE, "write_key": WRITE_KEY, "events": events})
+            headers = {"User-Agent": BROWSER_UA}
+            async with http.post(f"{base}/v1/batch", data=body, headers=headers) as response:
+                response.raise_for_status()
+        deadline = time.perf_counter() + 30
+        while True:  # until the last cookie's web trigger shows in its profile
+            async with http.get(f"{base}/v1/profile", params={"aid": aids[-1]}) as response:
+                if (await response.json())["web_triggers"]:
+                    break
+            if time.perf_counter() > deadline:
+                raise RuntimeError("no web trigger in /v1/profile within 30 s")
+            await asyncio.sleep(0.2)
+        ctx.log(f"/v1/profile: {PROFILE_COOKIES * PROFILE_ROUNDS} requests, one at a time …")
+        latencies, with_trigger = [], 0
+        for _ in range(PROFILE_ROUNDS):
+            for aid in aids:
+                started = time.perf_counter()
+                async with http.get(f"{base}/v1/profile", params={"aid": aid}) as response:
+                    view = await response.json()
+                latencies.append(time.perf_counter() - started)
+                with_trigger += bool(view["web_triggers"])
+    figures = _percentiles(latencies)
+    out.add(
+        "latency.profile",
+        figures["p50_ms"],
+        "ms p50",
+        extra=figures,
+        note=f"GET /v1/profile?aid= via collector → worker state, sequential, "
+        f"{len(latencies)} requests ({with_trigger} with an active web trigger); "
+        f"p95 {figures['p95_ms']} ms, p99 {figures['p99_ms']} ms; goal < 10 ms",
+    )
 
 
 LABELS = {
