@@ -21,6 +21,7 @@ cannot avoid: events of the last 30 days grouped by contact.
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Any
 
@@ -171,6 +172,18 @@ def _fill(client: Client, *, contacts: int, events: int) -> dict[str, int]:
     }
 
 
+def _wait_for_merges(client: Client, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = client.query(
+            "SELECT count() FROM system.merges WHERE database = {db:String}",
+            parameters={"db": DATABASE},
+        ).result_rows[0][0]
+        if not running:
+            return
+        time.sleep(0.5)
+
+
 def _count(client: Client, *, sql: str, parameters: dict[str, Any]) -> int:
     return int(client.query(sql, parameters=parameters).result_rows[0][0])
 
@@ -191,6 +204,11 @@ async def segments(ctx: BenchContext, out: Section) -> None:
             f"filled in {fill.seconds:.1f} s: "
             + ", ".join(f"{table} {n:,}" for table, n in counts.items())
         )
+        # A warehouse is queried between merges, not while a bulk insert's parts are merged:
+        # wait for the background merges the fill started (they took the CPUs otherwise).
+        with Timer() as settle:
+            await clickhouse.run(_wait_for_merges)
+        ctx.log(f"background merges done after {settle.seconds:.1f} s")
         tables = (
             f"{counts['events']:,} events, {counts['contact_versions']:,} contacts, "
             f"{counts['score_state']:,} scores"
