@@ -17,6 +17,7 @@ import asyncio
 from typing import Any
 
 import aiohttp
+from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from pipeline import codec
@@ -24,6 +25,22 @@ from pipeline.clickhouse import ClickHouse, connect
 from pipeline.settings import Settings
 
 READ_ONLY = {"readonly": 1}
+
+
+def read(
+    client: Client, sql: str, parameters: dict[str, Any], settings: dict[str, Any]
+) -> tuple[list[str], list[list[Any]]]:
+    """Run a read-only query: its column names and rows. chDB names no columns when a query
+    returns no rows, so then they come from ``DESCRIBE`` of the same query (not run again)."""
+    result = client.query(sql, parameters=parameters, settings=settings)
+    columns = list(result.column_names)
+    rows = [list(row) for row in result.result_rows]
+    if not columns and not rows:
+        described = client.query(
+            f"DESCRIBE TABLE ({sql})", parameters=parameters, settings=settings
+        )
+        columns = [row[0] for row in described.result_rows]
+    return columns, rows
 
 
 class QueryError(Exception):
@@ -89,11 +106,8 @@ async def _direct(
     clickhouse: ClickHouse, sql: str, parameters: dict[str, Any]
 ) -> tuple[list[str], list[list[Any]]]:
     try:
-        result = await clickhouse.run(
-            lambda c: c.query(sql, parameters=parameters, settings=READ_ONLY)
-        )
+        return await clickhouse.run(lambda c: read(c, sql, parameters, READ_ONLY))
     except OperationalError as exc:  # the server did not answer (clickhouse-connect's word)
         raise WarehouseUnavailable(str(exc).split("\n")[0]) from exc
     except Exception as exc:
         raise QueryError(str(exc).split("\n")[0]) from exc
-    return list(result.column_names), [list(row) for row in result.result_rows]

@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline import codec
+from pipeline.warehouse import read
 
 if TYPE_CHECKING:
     from pipeline.worker.app import Worker
@@ -88,21 +89,17 @@ def make_api(worker: Worker) -> web.Application:
         except (ValueError, KeyError, TypeError):
             return _json({"error": 'body must be {"sql": "...", "parameters": {...}}'}, 400)
         try:
-            result = await worker.clickhouse.run(
-                lambda c: c.query(
+            columns, rows = await worker.clickhouse.run(
+                lambda c: read(
+                    c,
                     sql,
-                    parameters=parameters,
-                    settings={
-                        "readonly": 1,
-                        "max_result_rows": MAX_ROWS,
-                        "result_overflow_mode": "throw",
-                    },
+                    parameters,
+                    {"readonly": 1, "max_result_rows": MAX_ROWS, "result_overflow_mode": "throw"},
                 )
             )
         except Exception as exc:
             return _json({"error": str(exc).split("\n")[0][:2000]}, 400)
-        rows = [list(row) for row in result.result_rows]
-        return _json({"columns": list(result.column_names), "rows": rows})
+        return _json({"columns": columns, "rows": rows})
 
     async def tasks(request: web.Request) -> web.Response:
         """Every asyncio task and where it waits: for diagnosing a stalled worker."""

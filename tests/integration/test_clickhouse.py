@@ -10,6 +10,7 @@ import pytest
 from pipeline.clickhouse import ClickHouse, connect
 from pipeline.clickhouse.migrate import load_migrations, migrate
 from pipeline.settings import Settings
+from pipeline.warehouse import read
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +100,13 @@ def test_a_server_url_without_a_server_fails_clearly() -> None:
     with pytest.raises(Exception, match=r"(?i)connect|refused|error"):
         clickhouse.call(lambda c: c.query("SELECT 1"))
     clickhouse.close()
+
+
+def test_a_query_with_no_rows_still_names_its_columns(
+    clickhouse: ClickHouse, settings: Settings
+) -> None:
+    db = settings.clickhouse_database
+    clickhouse.call(lambda c: migrate(c, db))
+    sql = f"SELECT event_id, path AS page FROM {db}.events WHERE site_id = {{s:String}}"
+    columns, rows = clickhouse.call(lambda c: read(c, sql, {"s": "nobody"}, {"readonly": 1}))
+    assert (columns, rows) == (["event_id", "page"], [])
