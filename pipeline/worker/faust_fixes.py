@@ -104,7 +104,7 @@ class Recovery(FaustRecovery):
         try:
             await super().on_recovery_completed(generation_id)
         finally:
-            del flow.clear  # back to the class's method
+            vars(flow).pop("clear", None)  # back to the class's method
 
 
 class TableManager(FaustTableManager):
