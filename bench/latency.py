@@ -33,8 +33,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench import BenchContext, Section, section
-from bench.procs import Child, free_port
-from bench.report import REPO
+from bench.procs import Child, free_port, worker_settings
 from pipeline.settings import Settings
 from pipeline.topics import TopicSpec, all_topics, ensure_topics
 
@@ -246,20 +245,7 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
 async def latency(ctx: BenchContext, out: Section) -> None:
     """POST /v1/batch → ma.identities / ma.triggers latency, real collector and worker."""
     seconds = 5.0 if ctx.quick else 20.0
-    scratch = ctx.scratch / "latency"
-    settings = ctx.settings.model_copy(
-        update={
-            "topic_prefix": f"{ctx.settings.topic_prefix}latency.",
-            "app_id": f"{ctx.settings.app_id}-latency",
-            "clickhouse_url": f"chdb://{scratch / 'chdb'}",  # the worker's own engine path
-            "data_dir": scratch / "data",
-            "config": REPO / "config" / "rules.yaml",
-            "store": "rocksdb://",
-            "http_port": free_port(),
-            "worker_web_port": free_port(),
-            "segment_refresh": 3600.0,
-        }
-    )
+    settings = worker_settings(ctx, "latency", http_port=free_port())
     import pipeline.worker.app  # noqa: F401 - registers the worker's internal topics
 
     ctx.created_topics += await ensure_topics(settings, (*all_topics(), ROUNDTRIP))

@@ -111,3 +111,23 @@ class Child:
         # waited for: its CPU now shows in our own cutime, no longer under its pid
         if self.popen.pid in self.ctx.pids:
             self.ctx.pids.remove(self.popen.pid)
+
+
+def worker_settings(ctx: BenchContext, name: str, **more: object) -> Settings:
+    """Settings for a ``ma-pipeline worker`` child named ``name``: its own topic prefix, app id,
+    chDB engine path (one per process) and data folder, the example rules, RocksDB tables as
+    ``ma-pipeline worker`` runs by default, a free API port; ``more`` overrides or adds."""
+    scratch: Path = ctx.scratch / name
+    return ctx.settings.model_copy(
+        update={
+            "topic_prefix": f"{ctx.settings.topic_prefix}{name}.",
+            "app_id": f"{ctx.settings.app_id}-{name}",
+            "clickhouse_url": f"chdb://{scratch / 'chdb'}",
+            "data_dir": scratch / "data",
+            "config": REPO / "config" / "rules.yaml",
+            "store": "rocksdb://",
+            "worker_web_port": free_port(),
+            "segment_refresh": 3600.0,
+            **more,
+        }
+    )

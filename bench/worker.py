@@ -24,15 +24,13 @@ import asyncio
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import BenchContext, Measurement, Section, section
-from bench.procs import Child, free_port
-from bench.report import REPO
+from bench.procs import Child, worker_settings
 from bench.traffic import worker_events
 from pipeline.settings import Settings
 from pipeline.topics import EVENTS, TopicSpec, all_topics, ensure_topics
@@ -145,20 +143,7 @@ async def _end_offsets(settings: Settings, topics: list[str]) -> dict[str, int]:
 
 
 def _worker_settings(ctx: BenchContext, run: int) -> Settings:
-    name = f"worker{run + 1}"  # the warm-up is worker0
-    scratch: Path = ctx.scratch / name
-    return ctx.settings.model_copy(
-        update={
-            "topic_prefix": f"{ctx.settings.topic_prefix}{name}.",
-            "app_id": f"{ctx.settings.app_id}-{name}",
-            "clickhouse_url": f"chdb://{scratch / 'chdb'}",  # the child's own engine path
-            "data_dir": scratch / "data",
-            "config": REPO / "config" / "rules.yaml",
-            "store": "rocksdb://",  # as `ma-pipeline worker` runs by default
-            "worker_web_port": free_port(),
-            "segment_refresh": 3600.0,
-        }
-    )
+    return worker_settings(ctx, f"worker{run + 1}")  # the warm-up is worker0
 
 
 @section("worker")
