@@ -1,6 +1,6 @@
 """The ClickHouse sink's writer, next to a raw clickhouse-connect insert of the same rows.
 
-The sink agent turns each topic value into rows (``pipeline.sink.rows_for``) and hands a batch
+The worker's sink turns each topic value into rows (``pipeline.sink.rows_for``) and hands a batch
 of up to ``SINK_BATCH`` values to ``pipeline.sink.SinkWriter.write``, which skips rows whose
 key is already stored (one lookup query per deduplicated table and batch) and inserts each
 table's rows with an ``insert_deduplication_token``. The baseline inserts exactly the same rows,
@@ -30,7 +30,7 @@ from pipeline.clickhouse.migrate import migrate
 from pipeline.sink import TABLE_COLUMNS, SinkWriter, rows_for
 from pipeline.worker.steps import CONTACT_WORK
 
-#: As the sink agent batches (``pipeline.worker.app.SINK_BATCH``).
+#: As the worker's sink batches (``pipeline.worker.sink.BATCH``).
 SINK_BATCH = 10_000
 Rows = list[tuple[str, tuple[Any, ...]]]
 
@@ -102,7 +102,7 @@ def sink_values(n: int, *, seed: int) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _batches(values: list[tuple[str, dict[str, Any]]]) -> list[Rows]:
-    """Rows per sink batch (``SINK_BATCH`` values each), as the sink agent would build them."""
+    """Rows per sink batch (``SINK_BATCH`` values each), as the worker's sink builds them."""
     batches = []
     for start in range(0, len(values), SINK_BATCH):
         rows: Rows = []

@@ -11,10 +11,10 @@ turn (the order alternates run by run):
   ClickHouse sink.
 
 Each is timed from the moment it is ready (partitions assigned: ``bare loop ready`` /
-``worker ready``) until its consumer group has committed everything on every topic it reads:
-for the worker that is ``events`` and the topics between its stages and to its sink, so "done"
-means every output was produced and acknowledged and every row was written to ClickHouse
-(the worker commits an input only after its outputs are durable). Start-up (topic creation,
+``worker ready``) until its consumer groups (Faust's and the sink's) have committed every topic
+they read: for the worker that is ``events`` and the topics between its stages and to its sink,
+so "done" means every output was produced and acknowledged and every row was written to
+ClickHouse (the worker commits an input only after its outputs are durable). Start-up (topic creation,
 migrations, the group join, table recovery) is reported separately, not in the rate.
 """
 
@@ -35,17 +35,10 @@ from bench.traffic import worker_events
 from pipeline.settings import Settings
 from pipeline.topics import EVENTS, TopicSpec, all_topics, ensure_topics
 
-#: Topics the worker's consumer group reads (``pipeline.worker.app``): stage 1, stage 2, sink.
-WORKER_INPUTS = (
-    "events",
-    "x.cookie-commands",
-    "x.contact-work",
-    "contact-updates",
-    "identities",
-    "contacts",
-    "scores",
-    "triggers",
-)
+#: Topics the worker's Faust consumer group reads (``pipeline.worker.app``): stage 1, stage 2.
+WORKER_INPUTS = ("events", "x.cookie-commands", "x.contact-work", "contact-updates")
+#: Topics its sink reads, in a group of its own (``pipeline.worker.sink``).
+SINK_INPUTS = ("x.contact-work", "identities", "contacts", "scores", "triggers")
 BARE_OUT = TopicSpec("bench-bare-out", "anonymous_id", "bare loop output", public=False)
 POLL = 0.1
 
@@ -94,12 +87,11 @@ async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes
 async def _drain(
     child: Child,
     ready: str,
-    group: str,
-    topics: list[str],
+    groups: dict[str, list[str]],
     settings: Settings,
     timeout: float,
 ) -> Run:
-    """Wait until ``child`` logs ``ready``, then until ``group`` has committed ``topics``."""
+    """Wait until ``child`` logs ``ready``, then until each group has committed its topics."""
     started = time.perf_counter()
     await child.wait_for(ready, timeout=120)
     ready_at = time.perf_counter()
@@ -109,14 +101,22 @@ async def _drain(
     await admin.start()
     await consumer.start()
     try:
-        while (
-            lag := await group_lag(admin, consumer, group, topics, settings.topic_partitions)
-        ) > 0:
+        partitions = settings.topic_partitions
+
+        async def lag() -> int:
+            return sum(
+                [
+                    await group_lag(admin, consumer, group, topics, partitions)
+                    for group, topics in groups.items()
+                ]
+            )
+
+        while (left := await lag()) > 0:
             if child.popen.poll() is not None:
                 raise RuntimeError(f"{child.log.stem} exited:\n{child.text()[-3000:]}")
             if time.perf_counter() - ready_at > timeout:
                 raise RuntimeError(
-                    f"{child.log.stem}: {lag} records not committed after {timeout:.0f} s:\n"
+                    f"{child.log.stem}: {left} records not committed after {timeout:.0f} s:\n"
                     f"{child.text()[-3000:]}"
                 )
             await asyncio.sleep(POLL)
@@ -182,15 +182,18 @@ async def worker(ctx: BenchContext, out: Section) -> None:
                     settings,
                     f"bare-loop{i + 1}",
                 )
-                ready, topics = "bare loop ready", [events_topic]
+                ready, groups = "bare loop ready", {group: [events_topic]}
             else:
-                group = settings.app_id  # Faust's consumer group is the app id
                 child = Child.start(
                     ctx, ["-m", "pipeline.cli", "worker"], settings, f"worker{i + 1}"
                 )
-                ready, topics = "worker ready", [settings.topic(t) for t in WORKER_INPUTS]
+                ready = "worker ready"
+                groups = {  # Faust's consumer group is the app id; the sink has its own
+                    settings.app_id: [settings.topic(t) for t in WORKER_INPUTS],
+                    f"{settings.app_id}-sink": [settings.topic(t) for t in SINK_INPUTS],
+                }
             try:
-                run = await _drain(child, ready, group, topics, settings, timeout)
+                run = await _drain(child, ready, groups, settings, timeout)
                 run.buffer_full = child.text().count("producer buffer full")
             finally:
                 child.stop()

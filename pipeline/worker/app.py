@@ -12,9 +12,16 @@ lives on the same worker)::
     ma.contact-updates ────────────┴─► [contact]  contacts ─► ma.contacts, ma.scores,
                                                                ma.triggers, ma.identities
 
+    ma.x.contact-work, ma.identities, ma.contacts, ─► [sink]  (plain aiokafka consumer,
+    ma.scores, ma.triggers                             group <app id>-sink) ─► ClickHouse
+
 State lives in Faust tables (``MA_STORE``: RocksDB, or memory in tests) changelogged to Kafka,
 changelogged with the key's own partitioner. A timer finds delayed triggers that are due (the
 ``*-due`` index tables) and sends a ``due`` tick to the subject's agent, which fires them.
+
+Each agent takes up to ``BATCH`` messages at a time; a batch's outputs and changelog records
+are produced together, one batch per partition (``pipeline.worker.produce``), and the batch is
+acknowledged only once they are durable (``commit_batch``).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from aiohttp import web
 # (take_events) that would be the batch's last event, so each message is made current while
 # it is processed: its key and partition are those of the state it touches.
 from faust.streams import _current_event
+from faust.types import TP
 
 from pipeline import codec
 from pipeline.clickhouse import ClickHouse, connect
@@ -40,12 +48,14 @@ from pipeline.clickhouse.migrate import migrate
 from pipeline.clock import Clock, to_millis
 from pipeline.rules import RulesWatcher
 from pipeline.settings import Settings
-from pipeline.sink import SinkWriter, rows_for
+from pipeline.sink import SinkWriter
 from pipeline.topics import INTERNAL_TOPICS, TopicSpec
 from pipeline.worker.api import make_api
 from pipeline.worker.faust_fixes import TableManager
 from pipeline.worker.metrics import WorkerMetrics
+from pipeline.worker.produce import produce, wait
 from pipeline.worker.profiles import SegmentMembership
+from pipeline.worker.sink import SinkLoop
 from pipeline.worker.steps import (
     CONTACT_WORK,
     COOKIE_COMMANDS,
@@ -86,11 +96,9 @@ OUTPUT_TOPICS = (
     CONTACT_WORK,
     COOKIE_COMMANDS,
 )
-BATCH = 500
+BATCH = 2_000
 BATCH_WITHIN = 0.01
 TICK_RESEND = 5.0  # seconds before a due tick is sent again if the first was not handled
-SINK_BATCH = 10_000
-SINK_WITHIN = 1.0
 SINK_TOPICS = (CONTACT_WORK, "identities", "contacts", "scores", "triggers")
 
 
@@ -133,11 +141,13 @@ class Worker:
             broker_commit_interval=0.5,
             producer_acks=-1,
             producer_linger_ms=2,
+            # Records go out in one batch per partition (pipeline.worker.produce); aiokafka's
+            # 16 KB default split a stage's batch into dozens of requests, one after another.
+            producer_max_batch_size=512 * 1024,
             stream_wait_empty=False,
             # Faust stops fetching a partition while a stream's buffer is under pressure and
-            # resumes when it drains; with two agents on one topic (stage 2 and the sink) and a
-            # rebalance in between, a resume can be missed and the partition stalls. Buffers
-            # larger than any batch keep that path cold.
+            # resumes when it drains; around a rebalance a resume can be missed and the
+            # partition stalls. Buffers larger than any batch keep that path cold.
             stream_buffer_maxsize=65_536,
             # keeps messages queued during recovery's seek: see pipeline.worker.faust_fixes
             TableManager=TableManager,
@@ -155,6 +165,8 @@ class Worker:
             )
 
         self.out = {name: topic(name) for name in OUTPUT_TOPICS}
+        self._topic_names = {name: settings.topic(name) for name in OUTPUT_TOPICS}
+        self._sending: set[asyncio.Future[None]] = set()
         stitch_in = app.topic(
             settings.topic("events"),
             settings.topic(COOKIE_COMMANDS),
@@ -194,12 +206,10 @@ class Worker:
         if settings.sink:
             self.clickhouse = connect(settings)
             self.writer = SinkWriter(self.clickhouse, on_retry=self._sink_retry)
-            sink_in = app.topic(
-                *(settings.topic(name) for name in SINK_TOPICS),
-                key_serializer="raw",
-                value_serializer="raw",
+            self.sink = SinkLoop(
+                settings, SINK_TOPICS, self.writer, self.metrics, self.dead_letter, self.send
             )
-            app.agent(sink_in, name="sink")(self._sink_agent)
+            app.task(self._run_sink)
         self.web = web
         app.task(self._serve_api)
         app.timer(0.25, name="due-triggers")(self._fire_due)
@@ -210,23 +220,46 @@ class Worker:
 
     # -- plumbing ---------------------------------------------------------------------------
     def emit(self, outs: Iterable[Out], pending: list[Any] | None = None) -> None:
-        """Produce records; their delivery futures join ``pending`` (see ``drain``)."""
+        """Queue records for ``drain(pending)``; without ``pending`` they are sent at once.
+
+        Outputs go straight to the app's aiokafka producer (partitioned by key, exactly as
+        Faust would), not through Faust's producer buffer: that buffer hands records on one
+        ``await`` at a time and pauses every stream while it holds more than 100, which made
+        producing a third of the worker's time. Table changelogs still go through Faust.
+        """
+        records = pending if pending is not None else []
+        produced = self.metrics.produced
+        topics = self._topic_names
         for out in outs:
             value = codec.dumps(out.value) if out.value is not None else None
             key = out.key.encode() if out.key is not None else None
-            future = self.out[out.topic].send_soon(key=key, value=value)
-            if pending is not None:
-                pending.append(future)
-            self.metrics.produced.labels(out.topic).inc()
+            records.append((topics[out.topic], key, value))
+            produced.labels(out.topic).inc()
+        if pending is None and records:
+            task = asyncio.ensure_future(self.drain(records))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def send(self, records: list[Any]) -> None:
+        """Produce ``(topic, key, value)`` records and wait for the broker's acknowledgement."""
+        if not records:
+            return
+        sent = await produce(self._producer(), records)
+        records.clear()
+        await wait(sent)
+
+    def _producer(self) -> Any:
+        return self.app.producer._ensure_producer()  # type: ignore[attr-defined]
 
     async def drain(self, pending: list[Any]) -> None:
-        """Wait until every record produced so far — outputs and table changelogs — is
-        acknowledged by the broker. Called before a batch is acknowledged, so that a crash can
-        only ever replay input, never lose output (at-least-once).
+        """Wait until every record produced so far — ``pending`` outputs and table changelogs
+        — is acknowledged by the broker. Called before a batch is acknowledged, so that a
+        crash can only ever replay input, never lose output (at-least-once).
 
         Faust's own ``producer.flush()`` may return while its send buffer still holds records
         (it gives up after 0.1 s without progress), hence the explicit wait.
         """
+        await self.send(pending)
         buffer = self.app.producer.buffer
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -236,18 +269,6 @@ class Worker:
             if not warned and loop.time() - started > 10:
                 warned = True
                 log.warning("producer buffer still holds %d records after 10 s", buffer.size)
-        if pending:
-            done, waiting = await asyncio.wait(pending, timeout=10)
-            if waiting:
-                log.warning(
-                    "%d of %d records not acknowledged after 10 s; still waiting",
-                    len(waiting),
-                    len(pending),
-                )
-                await asyncio.gather(*waiting)
-            for future in done:
-                future.result()  # raise a delivery error
-            pending.clear()
         await asyncio.sleep(0)  # a changelog record the buffer just handed on reaches aiokafka
         await self.app.producer.flush()
 
@@ -284,23 +305,47 @@ class Worker:
 
     # Table keys are bytes, exactly as the topic keys, so the partitioner agrees with the topics.
     def _load(self, table: Any, key: str) -> Any:
-        raw = table.get(key.encode())
+        raw = table.data.get(key.encode())  # the store itself: one lookup, not Faust's two
         return codec.loads(raw) if raw is not None else None
 
-    def _store(self, table: Any, key: str, value: dict[str, Any] | None) -> None:
-        if value is None:
-            table.pop(key.encode(), None)
-        else:
-            table[key.encode()] = codec.dumps(value)
+    def _put(self, table: Any, key: str, raw: bytes | None, changelog: list[Any]) -> None:
+        """Write one key of a table's store and queue its changelog record (``None``: delete).
 
-    def _index_due(self, due_table: Any, key: str, pending: list[dict[str, Any]]) -> None:
+        This is what ``table[key] = raw`` does, minus Faust's per-key changelog path (a
+        future, a trip through its producer buffer and a persisted-offset write per record):
+        ``send_changelog`` produces a batch's changelog records together.
+        """
+        encoded = key.encode()
+        if raw is None:
+            table.data.pop(encoded, None)
+        else:
+            table.data[encoded] = raw
+        changelog.append((table, encoded, raw))
+
+    def _put_due(
+        self, due_table: Any, key: str, pending: list[dict[str, Any]], changelog: list[Any]
+    ) -> None:
         due = min((p["due_at"] for p in pending), default=None)
-        current = due_table.get(key.encode())
+        current = due_table.data.get(key.encode())
         if due is None:
             if current is not None:
-                del due_table[key.encode()]
+                self._put(due_table, key, None, changelog)
         elif current is None or int(current) != due:
-            due_table[key.encode()] = str(due).encode()
+            self._put(due_table, key, str(due).encode(), changelog)
+
+    async def send_changelog(self, changelog: list[Any]) -> None:
+        """Produce table changelog records ``(table, key, value)`` and wait for the broker;
+        then record in each table's store the changelog offset it now holds (what Faust's
+        recovery reads from on a restart: the store is current up to there)."""
+        if not changelog:
+            return
+        tables = {table.changelog_topic.get_topic_name(): table for table, _, _ in changelog}
+        topic_of = {table: topic for topic, table in tables.items()}
+        sent = await produce(
+            self._producer(), [(topic_of[table], key, value) for table, key, value in changelog]
+        )
+        for (topic, partition), offset in (await wait(sent)).items():
+            tables[topic].data.set_persisted_offset(TP(topic, partition), offset)
 
     def _count(self, counters: Counters) -> None:
         for name, n in counters.values.items():
@@ -468,13 +513,14 @@ class Worker:
         crash after (2) replays events the state has seen, which are skipped as duplicates.
         """
         await self.drain(pending)
+        changelog: list[Any] = []
         for table, due_table, key, state, due, event in states:
             # Faust's RocksDB store files a write under the current event's partition: make the
             # event that touched this key current (its key and partition are the state's).
             _current_event.set(weakref.ref(event))
-            self._store(table, key, state)
-            self._index_due(due_table, key, due)
-        await self.drain([])
+            self._put(table, key, codec.dumps(state) if state is not None else None, changelog)
+            self._put_due(due_table, key, due, changelog)
+        await self.send_changelog(changelog)
 
     # -- sink ---------------------------------------------------------------------------------
     def migrate(self) -> list[str]:
@@ -487,33 +533,8 @@ class Worker:
     def _sink_retry(self, table: str, exc: Exception) -> None:
         self.metrics.sink_retries.labels(table).inc()
 
-    async def _sink_agent(self, stream: Any) -> None:
-        prefix = len(self.settings.topic_prefix)
-        async for batch in stream.take_events(SINK_BATCH, within=SINK_WITHIN):
-            rows: list[tuple[str, tuple[Any, ...]]] = []
-            erasures: list[dict[str, Any]] = []
-            spans: dict[tuple[str, int], list[int]] = {}
-            for event in batch:
-                message = event.message
-                span = spans.setdefault((message.topic, message.partition), [message.offset] * 2)
-                span[0], span[1] = min(span[0], message.offset), max(span[1], message.offset)
-                try:
-                    value = codec.loads(message.value) if message.value else None
-                    if value is not None and value.get("k") == "erase":
-                        erasures.append(value)
-                        continue
-                    rows += rows_for(message.topic[prefix:], value)
-                except Exception as exc:
-                    self.dead_letter("worker:sink", exc, message.value)
-            batch_id = ",".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(spans.items()))
-            started = asyncio.get_running_loop().time()
-            written = await self.writer.write(rows, batch_id)
-            self.metrics.sink_seconds.observe(asyncio.get_running_loop().time() - started)
-            for table, count in written.items():
-                self.metrics.sink_rows.labels(table).inc(count)
-            for erasure in erasures:
-                await self.writer.erase(erasure)
-                self.metrics.decisions.labels("erasures").inc()
+    async def _run_sink(self) -> None:
+        await self.sink.run()
 
     async def _serve_api(self) -> None:
         if not self.web:

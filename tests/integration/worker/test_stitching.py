@@ -88,19 +88,19 @@ async def test_events_and_identities_land_in_clickhouse_once(
     await collector.post_batch(events)
     await collector.post_batch(events[:1])  # a duplicate delivery
     contact = str(contact_id_for("li.wei@acme.io"))
-    for _ in range(60):
+    for _ in range(60):  # events and identities arrive in separate sink batches
         rows = await query(
             settings, f"SELECT event_id, contact_id, pre_identification FROM {db}.events"
         )
-        if len(rows) >= 3:
+        history = await query(
+            settings,
+            f"SELECT event_id FROM {db}.contact_events WHERE contact_id = {{c:String}}",
+            c=contact,
+        )
+        if len(rows) >= 3 and len(history) >= 3:
             break
         await asyncio.sleep(0.5)
     assert sorted(r[0] for r in rows) == sorted(e["event_id"] for e in events)
-    history = await query(
-        settings,
-        f"SELECT event_id FROM {db}.contact_events WHERE contact_id = {{c:String}}",
-        c=contact,
-    )
     assert sorted(r[0] for r in history) == sorted(e["event_id"] for e in events)
     links = await query(settings, f"SELECT anonymous_id, contact_id, reason FROM {db}.identities")
     assert links == [[aid, contact, "identify"]]

@@ -818,3 +818,16 @@ def test_the_scenario_produces_the_expected_identity_trail() -> None:
     ]
     assert pipeline.contact(A).contact.consent_email is False
     assert sorted(c[0] for c in pipeline.contact(A).cookies) == [aid(2)]
+
+
+def test_produce_partitions_keys_as_aiokafka_does() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from pipeline.worker.produce import partition_for
+
+    partitioner = DefaultPartitioner()
+    for n in (1, 4, 12):
+        partitions = list(range(n))
+        for i in range(200):
+            key = f"contact-{i}".encode()
+            assert partition_for(key, tuple(partitions)) == partitioner(key, partitions, partitions)

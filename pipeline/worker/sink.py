@@ -1,0 +1,182 @@
+"""The worker's ClickHouse sink: a plain aiokafka consumer beside the Faust agents.
+
+The sink reads what the stages produce (``x.contact-work`` for events, ``ma.identities``,
+``ma.contacts``, ``ma.scores``, ``ma.triggers``) in large batches with ``getmany``, writes each
+batch with ``SinkWriter`` and only then commits its offsets, in a consumer group of its own
+(``<app id>-sink``). It keeps no state, so it needs none of Faust's machinery: through Faust each
+record cost a delivery to a stream (its per-message path, shared with the stages on the one
+event loop) for nothing; ``getmany`` hands a batch over at once.
+
+Exactly once in ClickHouse, whatever happens to the process: a batch is committed only after
+``write`` returned, so a crash or a rebalance replays it, and the writer adds nothing for rows
+already stored (see ``pipeline.sink.writer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+
+from pipeline import codec
+from pipeline.settings import Settings
+from pipeline.sink import SinkWriter, rows_for
+from pipeline.worker.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+#: the largest batch, and how long to gather one before writing what arrived
+BATCH = 10_000
+WITHIN = 1.0
+
+DeadLetter = Callable[[str, BaseException, bytes | None, list[Any]], None]
+
+
+class SinkLoop:
+    """Consume ``topics`` (short names) and write them to ClickHouse until cancelled.
+
+    ``dead_letter(source, exc, payload, pending)`` queues a dead-letter record for a record that
+    cannot become rows; ``send(pending)`` produces the queued records (before the commit).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: tuple[str, ...],
+        writer: SinkWriter,
+        metrics: WorkerMetrics,
+        dead_letter: DeadLetter,
+        send: Callable[[list[Any]], Any],
+    ) -> None:
+        self.settings = settings
+        self.topics = [settings.topic(name) for name in topics]
+        self.group = f"{settings.app_id}-sink"
+        self.writer = writer
+        self.metrics = metrics
+        self.dead_letter = dead_letter
+        self.send = send
+        self.prefix = len(settings.topic_prefix)
+
+    def consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.settings.bootstrap,
+            group_id=self.group,
+            client_id=f"{self.settings.app_id}-sink",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=BATCH,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+
+    async def run(self) -> None:
+        consumer = self.consumer()
+        await consumer.start()
+        log.info("sink consuming %s as group %s", ", ".join(self.topics), self.group)
+        try:
+            while True:
+                records = await self.gather(consumer)
+                if not records:
+                    continue
+                erasures = await self.write(records)
+                if erasures:
+                    records += await self.catch_up(consumer, erasures)
+                    for erasure in erasures:
+                        await self.writer.erase(erasure)
+                        self.metrics.decisions.labels("erasures").inc()
+                await self.commit(consumer, records)
+        finally:
+            await consumer.stop()
+
+    async def catch_up(self, consumer: AIOKafkaConsumer, erasures: list[Any]) -> list[Any]:
+        """Write every record already on the sink's topics before erasing.
+
+        The contact agent asks for an erasure only after the contact's earlier outputs were
+        acknowledged, but those wait on other topics (``ma.scores``, ``ma.identities``, …) that
+        this consumer may not have reached yet: written after the erasure, they would bring
+        the person back. So the erasure waits until every assigned partition is read up to
+        its end offset as of now. Returns the records written meanwhile (to commit with it).
+        """
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        written: list[Any] = []
+
+        async def behind() -> bool:
+            assigned = consumer.assignment()
+            for tp, end in ends.items():
+                if tp in assigned and await consumer.position(tp) < end:
+                    return True
+            return False
+
+        while await behind():
+            records = await self.gather(consumer)
+            if records:
+                erasures += await self.write(records)
+                written += records
+        return written
+
+    async def gather(self, consumer: AIOKafkaConsumer) -> list[Any]:
+        """Records until ``BATCH`` of them or ``WITHIN`` seconds after the first arrived."""
+        loop = asyncio.get_running_loop()
+        records: list[Any] = []
+        deadline: float | None = None
+        while len(records) < BATCH:
+            left = 1.0 if deadline is None else deadline - loop.time()
+            if left <= 0:
+                break
+            got = await consumer.getmany(
+                timeout_ms=max(int(left * 1000), 1), max_records=BATCH - len(records)
+            )
+            for batch in got.values():
+                records += batch
+            if records and deadline is None:
+                deadline = loop.time() + WITHIN
+        return records
+
+    async def write(self, records: list[Any]) -> list[dict[str, Any]]:
+        """Write the rows of ``records``; return the erasure requests among them."""
+        rows: list[tuple[str, tuple[Any, ...]]] = []
+        erasures: list[dict[str, Any]] = []
+        dead: list[Any] = []
+        spans: dict[tuple[str, int], list[int]] = {}
+        for record in records:
+            span = spans.setdefault((record.topic, record.partition), [record.offset] * 2)
+            span[0], span[1] = min(span[0], record.offset), max(span[1], record.offset)
+            try:
+                value = codec.loads(record.value) if record.value else None
+                if value is not None and value.get("k") == "erase":
+                    erasures.append(value)
+                    continue
+                rows += rows_for(record.topic[self.prefix :], value)
+            except Exception as exc:
+                self.dead_letter("worker:sink", exc, record.value, dead)
+        batch_id = ",".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(spans.items()))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        written = await self.writer.write(rows, batch_id)
+        self.metrics.sink_seconds.observe(loop.time() - started)
+        for table, count in written.items():
+            self.metrics.sink_rows.labels(table).inc(count)
+        await self.send(dead)
+        self.metrics.processed.labels("sink").inc(len(records))
+        return erasures
+
+    async def commit(self, consumer: AIOKafkaConsumer, records: list[Any]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+        assigned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
+            # The partitions moved while the batch was written: their new owner replays it,
+            # and the writer adds nothing twice.
+            log.info("sink commit skipped after a rebalance: %s", exc)
