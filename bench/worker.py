@@ -14,8 +14,8 @@ Each is timed from the moment it is ready (partitions assigned: ``bare loop read
 ``worker ready``) until its consumer groups (Faust's and the sink's) have committed every topic
 they read: for the worker that is ``events`` and the topics between its stages and to its sink,
 so "done" means every output was produced and acknowledged and every row was written to
-ClickHouse (the worker commits an input only after its outputs are durable). Start-up (topic creation,
-migrations, the group join, table recovery) is reported separately, not in the rate.
+ClickHouse (the worker commits an input only after its outputs are durable). Start-up (topic
+creation, migrations, the group join, table recovery) is reported separately, not in the rate.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import hmac
 import logging
 import re
@@ -152,8 +153,10 @@ class Collector:
         self._background.append(asyncio.create_task(self._watch_rules()))
         self._background.append(asyncio.create_task(self._drain_spool()))
         await self.profiles.start()
+        _freeze_startup_objects()
 
     async def _on_cleanup(self, _app: web.Application) -> None:
+        gc.unfreeze()  # what start-up made may be garbage once the app is gone (tests, reloads)
         for task in self._background:
             task.cancel()
         # Let a cancelled spool send put its records back before the last attempt below.
@@ -251,6 +254,14 @@ class Collector:
             )
             return False
         return True
+
+    def count_accepted(self, site_id: str, accepted: list[dict[str, Any]]) -> None:
+        """Count accepted events by type: one counter update per type, not per event."""
+        counts: dict[str, int] = {}
+        for value in accepted:
+            counts[value["type"]] = counts.get(value["type"], 0) + 1
+        for kind, count in counts.items():
+            self.metrics.accepted.labels(site_id, kind).inc(count)
 
     def cors_headers(self, request: web.Request, site: Site | None) -> dict[str, str]:
         origin = request.headers.get("Origin")
@@ -356,8 +367,9 @@ class Collector:
             received_at=self.now(),
             user_agent=request.headers.get("User-Agent"),
         )
+        topic = self.events_topic
         records: list[Record] = [
-            (self.events_topic, _key(value), codec.dumps(value)) for value in result.accepted
+            (topic, _key(value), codec.dumps(value)) for value in result.accepted
         ]
         records += [self.dead_letter(source, r.error, r.payload) for r in result.rejected]
         try:
@@ -368,8 +380,7 @@ class Collector:
                 503,
                 {"Retry-After": RETRY_AFTER, **cors},
             )
-        for value in result.accepted:
-            self.metrics.accepted.labels(site.id, value["type"]).inc()
+        self.count_accepted(site.id, result.accepted)
         return _json(
             {
                 "accepted": len(result.accepted),
@@ -469,8 +480,7 @@ class Collector:
             for r in result.rejected
         ]
         if await self.deliver_best_effort(records):
-            for value in result.accepted:
-                self.metrics.accepted.labels(site.id, value["type"]).inc()
+            self.count_accepted(site.id, result.accepted)
         return response
 
     def _verify(self, token: str, purpose: links.Purpose) -> links.LinkClaims:
@@ -794,6 +804,15 @@ class ProfileSource:
 
 
 # -- small pure helpers ----------------------------------------------------------------------
+def _freeze_startup_objects() -> None:
+    """Leave what start-up made (modules, validators, rules, clients) out of every later garbage
+    collection. A batch of events allocates thousands of objects, so full collections come
+    every few requests, and each walked every object of the process: ~12% of the collector's
+    CPU under load, a fifth of that once these are frozen (``gc.freeze``)."""
+    gc.collect()
+    gc.freeze()
+
+
 def _json(value: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         body=codec.dumps(value), status=status, content_type="application/json", headers=headers

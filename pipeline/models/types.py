@@ -14,6 +14,11 @@ MAX_KEY_LENGTH = 128
 MAX_VALUE_LENGTH = 2048
 MAX_URL_LENGTH = 4096
 MAX_NESTING = 4
+MAX_SHORT_TEXT = 200
+MAX_IDENTIFIER_LENGTH = 128
+MAX_EMAIL_TEXT = 320
+#: Epoch milliseconds from this on (the year 3000) are refused.
+MAX_EPOCH_MILLIS = 32503680000000
 
 
 def _to_utc(value: Any) -> Any:
@@ -21,7 +26,7 @@ def _to_utc(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("expected an ISO-8601 time or epoch milliseconds, got a boolean")
     if isinstance(value, int | float):
-        if not 0 <= value < 32503680000000:  # year 3000
+        if not 0 <= value < MAX_EPOCH_MILLIS:
             raise ValueError("epoch milliseconds out of range")
         return from_millis(value)
     return value
@@ -37,22 +42,25 @@ def _aware(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, BeforeValidator(_to_utc), AfterValidator(_aware)]
-ShortText = Annotated[str, StringConstraints(max_length=200)]
+ShortText = Annotated[str, StringConstraints(max_length=MAX_SHORT_TEXT)]
 Text = Annotated[str, StringConstraints(max_length=MAX_VALUE_LENGTH)]
 UrlText = Annotated[str, StringConstraints(max_length=MAX_URL_LENGTH)]
-Identifier = Annotated[str, StringConstraints(strip_whitespace=True, max_length=128)]
-EmailText = Annotated[str, StringConstraints(max_length=320)]
+Identifier = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=MAX_IDENTIFIER_LENGTH)
+]
+EmailText = Annotated[str, StringConstraints(max_length=MAX_EMAIL_TEXT)]
 
 
 def _bounded_map(value: Any) -> Any:
     """Properties and traits: at most 100 keys, short keys, bounded strings and nesting."""
     if not isinstance(value, dict):
         return value  # the dict type check reports it
-    _check_map(value, depth=1)
+    check_map(value, depth=1)
     return value
 
 
-def _check_map(value: dict[Any, Any], depth: int) -> None:
+def check_map(value: dict[Any, Any], depth: int) -> None:
+    """Raise ``ValueError`` (the message the model reports) unless ``value`` fits the bounds."""
     if len(value) > MAX_MAP_KEYS:
         raise ValueError(f"at most {MAX_MAP_KEYS} keys are accepted, got {len(value)}")
     for key, item in value.items():
@@ -69,7 +77,7 @@ def _check_value(item: Any, depth: int, key: str) -> None:
         if depth >= MAX_NESTING:
             raise ValueError(f"{key}: nested deeper than {MAX_NESTING} levels")
         if isinstance(item, dict):
-            _check_map(item, depth + 1)
+            check_map(item, depth + 1)
         else:
             if len(item) > MAX_MAP_KEYS:
                 raise ValueError(f"{key}: lists hold at most {MAX_MAP_KEYS} items")

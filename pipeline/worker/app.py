@@ -97,7 +97,7 @@ OUTPUT_TOPICS = (
     COOKIE_COMMANDS,
 )
 BATCH = 2_000
-BATCH_WITHIN = 0.01
+BATCH_WITHIN = 0.02  # seconds a batch waits to fill: throughput vs POST→trigger latency
 TICK_RESEND = 5.0  # seconds before a due tick is sent again if the first was not handled
 SINK_TOPICS = (CONTACT_WORK, "identities", "contacts", "scores", "triggers")
 
