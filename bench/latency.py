@@ -1,8 +1,9 @@
 """End-to-end latency: a browser's ``POST /v1/batch`` to the decision on ``ma.identities`` or
 ``ma.triggers``, through a real collector and a real worker (each in its own process).
 
-Traffic at a steady ``RATE`` events/s for 20 s (after a warm-up), then at ``LOW_RATE`` (the
-path's own cost, where no backlog can build up); three kinds of requests in turn, each from a
+Traffic at a steady ``RATE`` events/s for 20 s (after a warm-up), then at ``HIGH_RATE`` (about
+half of what one worker process takes, ``bench.worker``) and at ``LOW_RATE`` (the path's own
+cost, where no backlog can build up); three kinds of requests in turn, each from a
 new browser:
 
 - ``identify``: one ``identify`` with an email → the cookie's link on ``ma.identities``
@@ -41,7 +42,9 @@ SITE = "acme"
 WRITE_KEY = "wk_acme_public_7d1f3a"
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0.0.0 Safari/537.36"
 RATE = 200  # events/s
-#: a second, lighter load: what the path costs when no backlog can build up
+#: a heavier load, about half of one worker process's throughput
+HIGH_RATE = 1_000
+#: a lighter load: what the path costs when no backlog can build up
 LOW_RATE = 50
 ROUNDTRIP = TopicSpec("bench-roundtrip", "none", "bare round-trip latency", public=False)
 KINDS = ("identify", "web", "sales")
@@ -275,7 +278,11 @@ async def latency(ctx: BenchContext, out: Section) -> None:
         ctx.log(f"warm-up: {RATE} events/s for 3 s …")
         n = await _traffic(url, sent, RATE, 3.0, 0, salt)
         await _wait_answered(sent, n, 30)
-        for rate, prefix in ((RATE, "latency"), (LOW_RATE, "latency.low")):
+        for rate, prefix in (
+            (RATE, "latency"),
+            (HIGH_RATE, "latency.high"),
+            (LOW_RATE, "latency.low"),
+        ):
             ctx.log(f"measuring: {rate} events/s for {seconds:.0f} s …")
             sent.latencies = {k: [] for k in (*KINDS, ACCEPTED)}
             sent.measuring = True
