@@ -6,8 +6,9 @@ accumulator append on the event loop. Grouped by partition into ``create_batch()
 submitted with ``send_batch``, a partition's records cost one future and one submission.
 
 Records keep their order within a partition (the only order Kafka has), and land in the
-partition aiokafka's ``send`` would choose: the key's murmur2 hash, exactly as Faust's
-partitioner and Kafka's Java clients; a record without a key goes to any partition.
+partition aiokafka's ``send`` would choose (``pipeline.kafka.partition_for``: the key's murmur2
+hash, exactly as Faust's partitioner and Kafka's Java clients); a record without a key goes to
+any partition.
 
 Example::
 
@@ -18,7 +19,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 from collections.abc import Iterable
@@ -26,21 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
+
+from pipeline.kafka import partition_for
 
 log = logging.getLogger(__name__)
 
 Record = tuple[str, bytes | None, bytes | None]  # topic, key, value (None: a tombstone)
 
-_partitioner = DefaultPartitioner()
 _spread = itertools.count()
-
-
-@functools.lru_cache(maxsize=65_536)
-def partition_for(key: bytes, partitions: tuple[int, ...]) -> int:
-    """aiokafka's (and Kafka's) partition for ``key``; cached, since a batch's outputs and
-    changelog records share keys and murmur2 is pure Python in aiokafka."""
-    return int(_partitioner(key, list(partitions), list(partitions)))
 
 
 @dataclass(frozen=True)
@@ -56,13 +49,13 @@ class Sent:
 async def produce(producer: AIOKafkaProducer, records: Iterable[Record]) -> list[Sent]:
     """Submit ``records`` grouped per partition; returns at once with their futures."""
     by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
-    partitions: dict[str, tuple[int, ...]] = {}
+    partitions: dict[str, list[int]] = {}
     for topic, key, value in records:
         known = partitions.get(topic)
         if known is None:
-            known = partitions[topic] = tuple(sorted(await producer.partitions_for(topic)))
-        spread = key is None  # no key: any partition, in turn
-        partition = known[next(_spread) % len(known)] if spread else partition_for(key, known)
+            known = partitions[topic] = sorted(await producer.partitions_for(topic))
+        # no key: any partition, in turn
+        partition = known[next(_spread) % len(known)] if key is None else partition_for(key, known)
         by_partition.setdefault((topic, partition), []).append((key, value))
     sent: list[Sent] = []
     for (topic, partition), items in by_partition.items():

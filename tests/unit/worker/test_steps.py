@@ -830,4 +830,4 @@ def test_produce_partitions_keys_as_aiokafka_does() -> None:
         partitions = list(range(n))
         for i in range(200):
             key = f"contact-{i}".encode()
-            assert partition_for(key, tuple(partitions)) == partitioner(key, partitions, partitions)
+            assert partition_for(key, partitions) == partitioner(key, partitions, partitions)
