@@ -155,16 +155,6 @@ class Worker:
         )
         app = self.app
 
-        def topic(name: str) -> Any:
-            return app.topic(
-                settings.topic(name),
-                partitions=partitions,
-                internal=False,
-                key_serializer="raw",
-                value_serializer="raw",
-            )
-
-        self.out = {name: topic(name) for name in OUTPUT_TOPICS}
         self._topic_names = {name: settings.topic(name) for name in OUTPUT_TOPICS}
         self._sending: set[asyncio.Future[None]] = set()
         stitch_in = app.topic(
@@ -225,7 +215,8 @@ class Worker:
         Outputs go straight to the app's aiokafka producer (partitioned by key, exactly as
         Faust would), not through Faust's producer buffer: that buffer hands records on one
         ``await`` at a time and pauses every stream while it holds more than 100, which made
-        producing a third of the worker's time. Table changelogs still go through Faust.
+        producing a third of the worker's time. Table changelogs go out the same way
+        (``send_changelog``).
         """
         records = pending if pending is not None else []
         produced = self.metrics.produced
