@@ -38,7 +38,14 @@ from pipeline.topics import EVENTS, TopicSpec, all_topics, ensure_topics
 #: Topics the worker's Faust consumer group reads (``pipeline.worker.app``): stage 1, stage 2.
 WORKER_INPUTS = ("events", "x.cookie-commands", "x.contact-work", "contact-updates")
 #: Topics its sink reads, in a group of its own (``pipeline.worker.sink``).
-SINK_INPUTS = ("x.contact-work", "identities", "contacts", "scores", "triggers")
+SINK_INPUTS = (
+    "x.contact-work",
+    "x.anonymous-events",
+    "identities",
+    "contacts",
+    "scores",
+    "triggers",
+)
 BARE_OUT = TopicSpec("bench-bare-out", "anonymous_id", "bare loop output", public=False)
 POLL = 0.1
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from pipeline import codec
-from pipeline.worker.steps import CONTACT_WORK
+from pipeline.worker.steps import ANONYMOUS_EVENTS, CONTACT_WORK
 
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "events": (
@@ -66,7 +66,7 @@ def rows_for(topic: str, value: dict[str, Any] | None) -> list[tuple[str, tuple[
     """The rows one topic value becomes (none for values the tables do not hold)."""
     if value is None:
         return []
-    if topic == CONTACT_WORK:
+    if topic in (CONTACT_WORK, ANONYMOUS_EVENTS):
         if value.get("k") != "event":
             return []
         e = value["e"]

@@ -7,13 +7,17 @@ lives on the same worker)::
     ma.x.cookie-commands ───┴─► [stitch]  cookies ────┼─► ma.scores, ma.triggers (anonymous)
                                    │                  └─► ma.contact-updates (form traits)
                                    ▼
-                           ma.x.contact-work  (keyed by contact_id; anonymous events by cookie)
+                           ma.x.contact-work  (keyed by contact_id)
                                    │
     ma.contact-updates ────────────┴─► [contact]  contacts ─► ma.contacts, ma.scores,
                                                                ma.triggers, ma.identities
 
-    ma.x.contact-work, ma.identities, ma.contacts, ─► [sink]  (plain aiokafka consumer,
-    ma.scores, ma.triggers                             group <app id>-sink) ─► ClickHouse
+    ma.x.contact-work, ma.x.anonymous-events,      ─► [sink]  (plain aiokafka consumer,
+    ma.identities, ma.contacts, ma.scores,              group <app id>-sink) ─► ClickHouse
+    ma.triggers
+
+Stage 1 sends an event still anonymous (no contact) to ``ma.x.anonymous-events``, which only the
+sink reads: stage 2 would have nothing to do with it.
 
 State lives in Faust tables (``MA_STORE``: RocksDB, or memory in tests) changelogged to Kafka,
 changelogged with the key's own partitioner. A timer finds delayed triggers that are due (the
@@ -57,6 +61,7 @@ from pipeline.worker.produce import produce, wait
 from pipeline.worker.profiles import SegmentMembership
 from pipeline.worker.sink import SinkLoop
 from pipeline.worker.steps import (
+    ANONYMOUS_EVENTS,
     CONTACT_WORK,
     COOKIE_COMMANDS,
     ContactRecord,
@@ -77,12 +82,18 @@ INTERNAL_TOPICS.extend(
     [
         TopicSpec(
             CONTACT_WORK,
-            "contact_id (anonymous events: anonymous_id)",
+            "contact_id",
             "stage 1 → stage 2: resolved events and identity notices",
             public=False,
         ),
         TopicSpec(
             COOKIE_COMMANDS, "anonymous_id", "stage 2 → stage 1: unlink commands", public=False
+        ),
+        TopicSpec(
+            ANONYMOUS_EVENTS,
+            "anonymous_id (server events: event_id)",
+            "stage 1 → sink: resolved events without a contact",
+            public=False,
         ),
     ]
 )
@@ -95,11 +106,12 @@ OUTPUT_TOPICS = (
     "dead-letter",
     CONTACT_WORK,
     COOKIE_COMMANDS,
+    ANONYMOUS_EVENTS,
 )
 BATCH = 2_000
 BATCH_WITHIN = 0.02  # seconds a batch waits to fill: throughput vs POST→trigger latency
 TICK_RESEND = 5.0  # seconds before a due tick is sent again if the first was not handled
-SINK_TOPICS = (CONTACT_WORK, "identities", "contacts", "scores", "triggers")
+SINK_TOPICS = (CONTACT_WORK, ANONYMOUS_EVENTS, "identities", "contacts", "scores", "triggers")
 
 
 class Worker:
@@ -450,7 +462,7 @@ class Worker:
                     if message.topic == self.updates_topic:
                         value = {"k": "update", **value}
                     elif value.get("k") == "event" and value["e"].get("contact_id") is None:
-                        continue  # an anonymous event: stage 1 scored it; the sink stores it
+                        continue  # anonymous, from before x.anonymous-events: for the sink
                     elif value.get("k") == "erase":
                         continue  # for the sink
                     if key is None:

@@ -1,8 +1,9 @@
 """The worker's ClickHouse sink: a plain aiokafka consumer beside the Faust agents.
 
-The sink reads what the stages produce (``x.contact-work`` for events, ``ma.identities``,
-``ma.contacts``, ``ma.scores``, ``ma.triggers``) in large batches with ``getmany``, writes each
-batch with ``SinkWriter`` and only then commits its offsets, in a consumer group of its own
+The sink reads what the stages produce (``x.contact-work`` and ``x.anonymous-events`` for
+events, ``ma.identities``, ``ma.contacts``, ``ma.scores``, ``ma.triggers``) in large batches with
+``getmany``, writes each batch with ``SinkWriter`` and only then commits its offsets, in a
+consumer group of its own
 (``<app id>-sink``). It keeps no state, so it needs none of Faust's machinery: through Faust each
 record cost a delivery to a stream (its per-message path, shared with the stages on the one
 event loop) for nothing; ``getmany`` hands a batch over at once.

@@ -2,8 +2,9 @@
 the worker, usable without a broker (tests, ``ma-pipeline demo``).
 
 Stage 1, ``cookie_step`` (state keyed by ``anonymous_id``, input ``ma.events``): deduplicate,
-decide identity, score and trigger anonymous visitors, and forward each event — resolved to its
-contact or still anonymous — to stage 2 on the internal ``contact-work`` topic.
+decide identity, score and trigger anonymous visitors, and forward each event resolved to its
+contact to stage 2 on the internal ``contact-work`` topic (an event still anonymous goes to
+``anonymous-events``, for the sink only).
 
 Stage 2, ``contact_step`` (state keyed by ``contact_id``, input ``contact-work`` and
 ``ma.contact-updates``): merge contact updates, absorb a cookie's anonymous history on its first
@@ -34,6 +35,8 @@ from pipeline.trigger.decide import Outcome, Subject, fire_due, on_event, on_sco
 
 CONTACT_WORK = "x.contact-work"
 COOKIE_COMMANDS = "x.cookie-commands"
+#: stage 1 → the sink only: events with no contact (stage 2 has nothing to do with them)
+ANONYMOUS_EVENTS = "x.anonymous-events"
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ def cookie_step(
         contact_id = event.get("contact_id") or evidence_for(event)
         resolved = {**event, "contact_id": contact_id, "pre_identification": False}
         outs += _contact_update_from_form(event)
-        outs.append(Out(CONTACT_WORK, contact_id or event_id, {"k": "event", "e": resolved}))
+        outs.append(_forward(resolved, contact_id or event_id))
         return outs
     cookie = record.cookie
     was_unlinked_forever = not cookie.ever_linked
@@ -209,8 +212,16 @@ def cookie_step(
     }
     if contact_id is None and not event.get("automated"):
         outs += _anonymous_scoring(record, resolved, rules, aid, at, counters)
-    outs.append(Out(CONTACT_WORK, contact_id or aid, {"k": "event", "e": resolved}))
+    outs.append(_forward(resolved, contact_id or aid))
     return outs
+
+
+def _forward(resolved: dict[str, Any], key: str) -> Out:
+    """Stage 1's resolved event: to stage 2 (``contact-work``) when it has a contact, else
+    straight to the sink (``anonymous-events``). Stage 1 already scored and triggered an
+    anonymous event, and stage 2 would only skip it."""
+    topic = CONTACT_WORK if resolved.get("contact_id") else ANONYMOUS_EVENTS
+    return Out(topic, key, {"k": "event", "e": resolved})
 
 
 def _anonymous_scoring(

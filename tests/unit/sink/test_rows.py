@@ -11,7 +11,7 @@ import pytest
 
 from pipeline import codec
 from pipeline.sink.rows import ROW_KEYS, TABLE_COLUMNS, rows_for
-from pipeline.worker.steps import CONTACT_WORK
+from pipeline.worker.steps import ANONYMOUS_EVENTS, CONTACT_WORK
 
 AT = "2026-03-02T09:00:00.120Z"
 AT_DT = datetime(2026, 3, 2, 9, 0, 0, 120000, tzinfo=UTC)
@@ -32,8 +32,9 @@ def event(**extra: Any) -> dict[str, Any]:
                                 "source": "browser", **extra}}  # fmt: skip
 
 
-def test_an_anonymous_event_is_one_events_row_without_a_contact() -> None:
-    [(table, row)] = rows_for(CONTACT_WORK, event(pre_identification=True))
+@pytest.mark.parametrize("topic", [ANONYMOUS_EVENTS, CONTACT_WORK])  # contact-work: older data
+def test_an_anonymous_event_is_one_events_row_without_a_contact(topic: str) -> None:
+    [(table, row)] = rows_for(topic, event(pre_identification=True))
     values = as_dict(table, row)
     assert table == "events"
     assert values["contact_id"] == "" and values["anonymous_id"] == AID

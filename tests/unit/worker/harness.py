@@ -82,8 +82,6 @@ class Pipeline:
             everything.append(out)
             if out.topic == CONTACT_WORK:
                 assert out.value is not None
-                if out.value.get("k") == "event" and out.value["e"].get("contact_id") is None:
-                    continue  # anonymous: stage 1 scored it, only the sink reads it
                 assert out.key is not None
                 everything += self._contact(out.key, out.value)
             elif out.topic == COOKIE_COMMANDS:

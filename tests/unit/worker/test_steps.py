@@ -13,6 +13,7 @@ from pipeline.contacts import ContactState, apply_update
 from pipeline.rules import Rules
 from pipeline.rules.models import Identity
 from pipeline.worker.steps import (
+    ANONYMOUS_EVENTS,
     CONTACT_WORK,
     COOKIE_COMMANDS,
     ContactRecord,
@@ -57,7 +58,11 @@ def with_identity(**changes: Any) -> Rules:
 def shape(outs: list[Out]) -> list[tuple[str, str | None, str | None]]:
     """(topic, key, contact-work kind) of each record."""
     return [
-        (o.topic, o.key, (o.value or {}).get("k") if o.topic == CONTACT_WORK else None)
+        (
+            o.topic,
+            o.key,
+            (o.value or {}).get("k") if o.topic in (CONTACT_WORK, ANONYMOUS_EVENTS) else None,
+        )
         for o in outs
     ]
 
@@ -78,7 +83,7 @@ def test_anonymous_visitor_is_scored_under_its_cookie() -> None:
     record = CookieRecord()
     view = page_view("/pricing", T0, anonymous_id=COOKIE)
     outs = cookie_step(record, view, RULES)
-    assert shape(outs) == [("scores", COOKIE, None), (CONTACT_WORK, COOKIE, "event")]
+    assert shape(outs) == [("scores", COOKIE, None), (ANONYMOUS_EVENTS, COOKIE, "event")]
     assert outs[0].value == {
         "contact_id": None,
         "anonymous_id": COOKIE,
@@ -92,11 +97,11 @@ def test_anonymous_visitor_is_scored_under_its_cookie() -> None:
     assert record.profile.score == 10.0
 
 
-def test_anonymous_event_goes_to_contact_work_unresolved_and_pre_identification() -> None:
+def test_anonymous_event_goes_to_the_sink_unresolved_and_pre_identification() -> None:
     view = page_view("/about", T0, anonymous_id=COOKIE)
     (out,) = cookie_step(CookieRecord(), view, RULES)
     assert out == Out(
-        CONTACT_WORK,
+        ANONYMOUS_EVENTS,
         COOKIE,
         {"k": "event", "e": {**view, "contact_id": None, "pre_identification": True}},
     )
@@ -340,7 +345,7 @@ def test_placeholder_form_neither_links_nor_updates_a_contact() -> None:
     outs = cookie_step(
         CookieRecord(), form("test@test.com", T0, anonymous_id=COOKIE, traits={"title": "x"}), RULES
     )
-    assert [o.topic for o in outs] == [CONTACT_WORK]
+    assert [o.topic for o in outs] == [ANONYMOUS_EVENTS]
 
 
 # -- stage 1: events without a cookie --------------------------------------------------------------
@@ -362,7 +367,7 @@ def test_identify_without_cookie_updates_and_resolves_to_the_typed_email() -> No
 def test_event_without_cookie_or_contact_is_keyed_by_its_id() -> None:
     garbage = identify("null", T0, source="server")
     (out,) = cookie_step(CookieRecord(), garbage, RULES)
-    assert (out.topic, out.key) == (CONTACT_WORK, garbage["event_id"])
+    assert (out.topic, out.key) == (ANONYMOUS_EVENTS, garbage["event_id"])
     assert out.value is not None and out.value["e"]["contact_id"] is None
 
 
@@ -710,7 +715,7 @@ def test_events_after_an_unlink_are_anonymous_but_not_pre_identification() -> No
     cookie_step(record, click(A, T0, anonymous_id=COOKIE), RULES)
     cookie_command(record, {"k": "unlink", "contact_id": A})
     outs = cookie_step(record, page_view("/pricing", T0 + 1, anonymous_id=COOKIE), RULES)
-    (work,) = [o.value for o in outs if o.topic == CONTACT_WORK]
+    (work,) = [o.value for o in outs if o.topic == ANONYMOUS_EVENTS]
     assert work is not None
     assert (work["e"]["contact_id"], work["e"]["pre_identification"]) == (None, False)
 
