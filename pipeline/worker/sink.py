@@ -3,10 +3,9 @@
 The sink reads what the stages produce (``x.contact-work`` and ``x.anonymous-events`` for
 events, ``ma.identities``, ``ma.contacts``, ``ma.scores``, ``ma.triggers``) in large batches with
 ``getmany``, writes each batch with ``SinkWriter`` and only then commits its offsets, in a
-consumer group of its own
-(``<app id>-sink``). It keeps no state, so it needs none of Faust's machinery: through Faust each
-record cost a delivery to a stream (its per-message path, shared with the stages on the one
-event loop) for nothing; ``getmany`` hands a batch over at once.
+consumer group of its own (``<app id>-sink``). It keeps no state, so it needs none of Faust's
+machinery: through Faust each record cost a delivery to a stream (its per-message path, shared
+with the stages on the one event loop) for nothing; ``getmany`` hands a batch over at once.
 
 Exactly once in ClickHouse, whatever happens to the process: a batch is committed only after
 ``write`` returned, so a crash or a rebalance replays it, and the writer adds nothing for rows
