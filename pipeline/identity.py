@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 import uuid
@@ -136,6 +137,16 @@ def normalize_email(raw: str) -> str:
 def contact_id_for(email: str) -> uuid.UUID:
     """The canonical contact id of an email address (normalised first)."""
     return uuid.uuid5(CONTACT_NAMESPACE, normalize_email(email))
+
+
+def new_id() -> str:
+    """A new random UUID (version 4) as canonical text, as ``str(uuid.uuid4())`` gives it in
+    twice the time: event ids and new ``ma_aid`` cookies, on the collector's hot path."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def email_rejection(email: str) -> str | None:

@@ -137,24 +137,25 @@ class JsonProducer:
         if not self._started:
             raise BrokerUnavailable("not connected to the broker yet")
         producer, batches = self._producer, self._batches
+        deadline = asyncio.get_running_loop().time() + self.ack_timeout
         waits: set[asyncio.Future[Any]] = set()
         try:
-            async with asyncio.timeout(self.ack_timeout):
-                partitions: dict[str, list[int]] = {}
-                for topic, key, value in records:
-                    if key is None:  # a random partition: aiokafka's own choice
+            partitions: dict[str, list[int]] = {}
+            for topic, key, value in records:
+                if key is None:  # a random partition: aiokafka's own choice
+                    async with asyncio.timeout_at(deadline):
                         sent = await producer.send(topic, value=value, key=None)
-                        sent.add_done_callback(_retrieve)
-                        waits.add(sent)
-                        continue
-                    if len(key) + len(value) > self._max_plain_record:
-                        self._check_size(key, value)
-                    if topic not in partitions:
-                        partitions[topic] = await _partitions(producer, topic)
-                    partition = partition_for(key, partitions[topic])
-                    waits.add(batches.add(topic, partition, key, value))
-                # Other sends share these batches: wait without ever cancelling them.
-                await _all_done(waits)
+                    sent.add_done_callback(_retrieve)
+                    waits.add(sent)
+                    continue
+                if len(key) + len(value) > self._max_plain_record:
+                    self._check_size(key, value)
+                if topic not in partitions:
+                    partitions[topic] = await _partitions(producer, topic, deadline)
+                partition = partition_for(key, partitions[topic])
+                waits.add(batches.add(topic, partition, key, value))
+            # Other sends share these batches: wait without ever cancelling them.
+            await _all_done(waits, deadline)
             _raise_first_failure(waits)
         except _STALE_PRODUCER as exc:
             await self._replace(producer)
@@ -315,14 +316,15 @@ class PartitionBatches:
             _fail(batches, ProducerClosed())
 
 
-def _all_done(futures: set[asyncio.Future[Any]]) -> asyncio.Future[None]:
-    """A future of its own that is done once all ``futures`` are (``asyncio.wait``, leaner):
-    cancelling it, as a send's timeout does, leaves ``futures`` alone."""
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+async def _all_done(futures: set[asyncio.Future[Any]], deadline: float) -> None:
+    """Return once all ``futures`` are done; raise ``TimeoutError`` at ``deadline`` (loop time)
+    and leave them alone, as other sends share them. ``asyncio.wait`` under ``asyncio.timeout``,
+    leaner: one future and one timer of its own (the collector's hot path, once per request)."""
     pending = len(futures)
     if not pending:
-        done.set_result(None)
-        return done
+        return
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
 
     def one_done(_: asyncio.Future[Any]) -> None:
         nonlocal pending
@@ -332,7 +334,16 @@ def _all_done(futures: set[asyncio.Future[Any]]) -> asyncio.Future[None]:
 
     for future in futures:
         future.add_done_callback(one_done)
-    return done
+    timer = loop.call_at(deadline, _expire, done)
+    try:
+        await done
+    finally:
+        timer.cancel()
+
+
+def _expire(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_exception(TimeoutError())
 
 
 def _raise_first_failure(futures: set[asyncio.Future[Any]]) -> None:
@@ -410,10 +421,14 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
-async def _partitions(producer: AIOKafkaProducer, topic: str) -> list[int]:
-    """The topic's partitions, sorted; from the metadata at hand, else once it is fetched."""
+async def _partitions(producer: AIOKafkaProducer, topic: str, deadline: float) -> list[int]:
+    """The topic's partitions, sorted; from the metadata at hand, else once it is fetched (until
+    ``deadline``, loop time)."""
     known = producer.client.cluster.partitions_for_topic(topic)
-    return sorted(known if known else await producer.partitions_for(topic))
+    if not known:
+        async with asyncio.timeout_at(deadline):
+            known = await producer.partitions_for(topic)
+    return sorted(known)
 
 
 def partition_for(key: bytes, partitions: list[int]) -> int:

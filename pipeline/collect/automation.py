@@ -126,8 +126,16 @@ SCANNER_NETWORKS: tuple[tuple[str, str], ...] = (
     ("Barracuda", "64.235.144.0/20"),
     ("Barracuda", "209.222.80.0/21"),
 )
-_BUILT_IN_NETWORKS: tuple[tuple[str, Network], ...] = tuple(
-    (label, ipaddress.ip_network(cidr)) for label, cidr in SCANNER_NETWORKS
+#: ``(label, IP version, first address, last address)``: a network as integers to compare.
+Span = tuple[str, int, int, int]
+
+
+def _span(label: str, network: Network) -> Span:
+    return label, network.version, int(network.network_address), int(network.broadcast_address)
+
+
+_BUILT_IN_SPANS: tuple[Span, ...] = tuple(
+    _span(label, ipaddress.ip_network(cidr)) for label, cidr in SCANNER_NETWORKS
 )
 
 
@@ -205,8 +213,9 @@ def scanner_network(ip: str, extra: Iterable[str] = ()) -> str | None:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    for label, network in (*_configured_networks(tuple(extra)), *_BUILT_IN_NETWORKS):
-        if address in network:
+    version, value = address.version, int(address)
+    for label, span_version, first, last in _spans(tuple(extra)):
+        if span_version == version and first <= value <= last:
             return label
     return None
 
@@ -228,16 +237,17 @@ def parse_networks(cidrs: Iterable[str]) -> list[Network]:
 
 
 @lru_cache(maxsize=16)
-def _configured_networks(cidrs: tuple[str, ...]) -> tuple[tuple[str, Network], ...]:
+def _spans(cidrs: tuple[str, ...]) -> tuple[Span, ...]:
+    """The configured ranges, labelled by their CIDR text, then the built-in ones."""
     # Invalid entries are skipped here: judging must never fail a request. The rules loader is
     # the place to refuse them (``parse_networks``).
     parsed = []
     for cidr in cidrs:
         try:
-            parsed.append((cidr, ipaddress.ip_network(cidr.strip(), strict=False)))
+            parsed.append(_span(cidr, ipaddress.ip_network(cidr.strip(), strict=False)))
         except ValueError:
             continue
-    return tuple(parsed)
+    return (*parsed, *_BUILT_IN_SPANS)
 
 
 def _seconds_text(seconds: float) -> str:

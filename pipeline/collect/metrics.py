@@ -6,7 +6,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class CollectorMetrics:
-    """One registry per collector (tests run several in a process)."""
+    """One registry per collector (tests run several in a process).
+
+    Example::
+
+        metrics.count_request("/v1/batch", 200)
+        metrics.count_accepted("acme", "page_view", 3)
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -52,3 +58,21 @@ class CollectorMetrics:
         self.broker_ready = Gauge(
             "ma_broker_ready", "1 when the last readiness check passed", registry=r
         )
+        # The labelled counters of every request, kept at hand: ``labels()`` costs more than
+        # the count itself. Both sets are bounded as the labels are (routes, sites, types).
+        self._requests: dict[tuple[str, int], Counter] = {}
+        self._accepted: dict[tuple[str, str], Counter] = {}
+
+    def count_request(self, route: str, status: int) -> None:
+        """``ma_http_requests{route, status}`` + 1."""
+        counter = self._requests.get((route, status))
+        if counter is None:
+            counter = self._requests[route, status] = self.requests.labels(route, str(status))
+        counter.inc()
+
+    def count_accepted(self, site_id: str, kind: str, count: int = 1) -> None:
+        """``ma_events_accepted{site, type}`` + ``count``."""
+        counter = self._accepted.get((site_id, kind))
+        if counter is None:
+            counter = self._accepted[site_id, kind] = self.accepted.labels(site_id, kind)
+        counter.inc(count)

@@ -11,7 +11,6 @@ Example::
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from pipeline.collect.fast_path import inbound_fields
-from pipeline.identity import email_rejection, is_garbage_identifier, normalize_email
+from pipeline.identity import email_rejection, is_garbage_identifier, new_id, normalize_email
 from pipeline.models.events import BROWSER_TYPES, SERVER_TYPES, InboundEvent, missing_fields
 
 
@@ -143,7 +142,7 @@ def normalise(
             notes.append(f"email not used for identity: {rejection}")
     event_id = fields["event_id"]
     value: dict[str, Any] = {
-        "event_id": str(event_id) if event_id is not None else str(uuid.uuid4()),
+        "event_id": str(event_id) if event_id is not None else new_id(),
         "type": fields["type"],
         "site_id": site_id,
         "received_at": received_at,

@@ -3,7 +3,7 @@ import uuid
 import pytest
 
 from pipeline import CONTACT_NAMESPACE, contact_id_for
-from pipeline.identity import email_rejection, is_garbage_identifier, normalize_email
+from pipeline.identity import email_rejection, is_garbage_identifier, new_id, normalize_email
 
 
 def test_contact_id_is_uuid5_of_the_normalised_email() -> None:
@@ -82,3 +82,13 @@ def test_garbage_identifiers_are_recognised(value: object) -> None:
 @pytest.mark.parametrize("value", ["3b2c7f9e-1c1a-4a8e-9d55-3f0e2b1d9c01", "crm-000123", "10"])
 def test_real_identifiers_are_kept(value: str) -> None:
     assert not is_garbage_identifier(value)
+
+
+def test_new_id_is_a_random_uuid4_in_canonical_text() -> None:
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -121,6 +122,12 @@ def test_open_and_unsubscribe_tokens_carry_no_url(purpose: str) -> None:
 def test_contact_id_is_stored_in_canonical_form() -> None:
     token = click_token(contact_id=CID.upper())
     assert verify(token, keys=KEYS, now=NOW, purpose="click").contact_id == CID
+
+
+def test_a_signed_contact_id_in_another_spelling_verifies_in_canonical_form() -> None:
+    payload = payload_of(click_token())
+    payload["cid"] = "{" + CID.upper() + "}"
+    assert verify(forge(payload), keys=KEYS, now=NOW, purpose="click").contact_id == CID
 
 
 def test_ttl_sets_the_expiry() -> None:
@@ -457,6 +464,14 @@ def test_click_url_must_be_absolute_http_without_spaces(url: str) -> None:
 def test_ordinary_http_urls_are_accepted(url: str) -> None:
     assert url_problem(url) is None
     assert verify(click_token(url=url), keys=KEYS, now=NOW, purpose="click").url == url
+
+
+def test_an_ascii_character_is_refused_in_a_url_exactly_when_whitespace_or_a_control() -> None:
+    for code in range(128):
+        char = chr(code)
+        problem = url_problem(f"https://acme.io/a{char}b") or ""
+        forbidden = char.isspace() or unicodedata.category(char)[0] in "CZ"
+        assert ("whitespace" in problem) == forbidden, repr(char)
 
 
 def test_click_without_url_is_refused() -> None:

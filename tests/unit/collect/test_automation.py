@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.collect.automation import (
     SCANNER_NETWORKS,
@@ -178,6 +181,22 @@ def test_known_scanner_networks_are_automated(ip: str, label: str) -> None:
 @pytest.mark.parametrize("ip", ["40.94.0.1", "104.47.128.1", "148.163.160.1", "2a01:111:f401::1"])
 def test_addresses_next_to_scanner_networks_are_human(ip: str) -> None:
     assert judged(ip=ip) is None
+
+
+# Addresses in and around each built-in network (its supernet four times its size).
+_NEAR_SCANNERS = st.sampled_from(SCANNER_NETWORKS).flatmap(
+    lambda pair: st.ip_addresses(network=ipaddress.ip_network(pair[1]).supernet(prefixlen_diff=2))
+)
+
+
+@given(address=_NEAR_SCANNERS)
+def test_an_address_is_in_a_scanner_network_exactly_when_ipaddress_says_so(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
+    expected = next(
+        (label for label, cidr in SCANNER_NETWORKS if address in ipaddress.ip_network(cidr)), None
+    )
+    assert scanner_network(str(address)) == expected
 
 
 def test_configured_networks_are_automated_and_labelled_by_their_range() -> None:

@@ -194,9 +194,9 @@ def both_paths(raw_events: list[Any], *, trusted: bool) -> tuple[Any, Any]:
     """``validate_events`` with and without the fast path, event ids for absent ones alike."""
 
     def run() -> Any:
-        ids = iter(uuid.UUID(int=i, version=4) for i in range(1, 10**6))
+        ids = iter(str(uuid.UUID(int=i, version=4)) for i in range(1, 10**6))
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(validation.uuid, "uuid4", lambda: next(ids))
+            patch.setattr(validation, "new_id", lambda: next(ids))
             result = validate_events(
                 raw_events, site_id="acme", trusted=trusted, received_at=NOW, user_agent=UA
             )
