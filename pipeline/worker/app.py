@@ -33,17 +33,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
 import faust
 from aiohttp import web
-
-# Faust's RocksDB store files each write under the *current event's* partition. In a batch
-# (take_events) that would be the batch's last event, so each message is made current while
-# it is processed: its key and partition are those of the state it touches.
-from faust.streams import _current_event
 from faust.types import TP
 
 from pipeline import codec
@@ -60,6 +54,7 @@ from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.produce import produce, wait
 from pipeline.worker.profiles import SegmentMembership
 from pipeline.worker.sink import SinkLoop
+from pipeline.worker.state import TableState
 from pipeline.worker.steps import (
     ANONYMOUS_EVENTS,
     CONTACT_WORK,
@@ -168,6 +163,7 @@ class Worker:
         app = self.app
 
         self._topic_names = {name: settings.topic(name) for name in OUTPUT_TOPICS}
+        self._produced = {name: self.metrics.produced.labels(name) for name in OUTPUT_TOPICS}
         self._sending: set[asyncio.Future[None]] = set()
         stitch_in = app.topic(
             settings.topic("events"),
@@ -196,6 +192,10 @@ class Worker:
         self.contacts = table("contacts")
         self.cookie_due = table("cookie-due")
         self.contact_due = table("contact-due")
+        self.state = {
+            t: TableState(t, partitions)
+            for t in (self.cookies, self.contacts, self.cookie_due, self.contact_due)
+        }
         self.cookie_topics = settings.topic(COOKIE_COMMANDS)
         self._ticked: dict[tuple[str, str], float] = {}
         self._metadata_ready = asyncio.Event()
@@ -231,13 +231,13 @@ class Worker:
         (``send_changelog``).
         """
         records = pending if pending is not None else []
-        produced = self.metrics.produced
+        produced = self._produced
         topics = self._topic_names
         for out in outs:
             value = codec.dumps(out.value) if out.value is not None else None
             key = out.key.encode() if out.key is not None else None
             records.append((topics[out.topic], key, value))
-            produced.labels(out.topic).inc()
+            produced[out.topic].inc()
         if pending is None and records:
             task = asyncio.ensure_future(self.drain(records))
             self._sending.add(task)
@@ -307,34 +307,38 @@ class Worker:
         self.metrics.dead_letters.labels(source).inc()
 
     # Table keys are bytes, exactly as the topic keys, so the partitioner agrees with the topics.
-    def _load(self, table: Any, key: str) -> Any:
-        raw = table.data.get(key.encode())  # the store itself: one lookup, not Faust's two
+    def load(self, table: Any, key: str) -> Any:
+        """The decoded state of ``key`` in ``table``, or None."""
+        raw = self.state[table].get(key.encode())
         return codec.loads(raw) if raw is not None else None
 
-    def _put(self, table: Any, key: str, raw: bytes | None, changelog: list[Any]) -> None:
-        """Write one key of a table's store and queue its changelog record (``None``: delete).
+    def write(self, states: list[tuple[Any, Any, str, Any, list[Any]]]) -> list[Any]:
+        """Write a batch's new state: ``(table, due_table, key, state, pending triggers)`` per
+        touched key, ``state`` None to delete it. Returns the changelog records to produce,
+        ``(table, key, value)``.
 
-        This is what ``table[key] = raw`` does, minus Faust's per-key changelog path (a
-        future, a trip through its producer buffer and a persisted-offset write per record):
-        ``send_changelog`` produces a batch's changelog records together.
+        Each key is written once per batch. This is what ``table[key] = value`` does, minus
+        Faust's per-key changelog path (a future, a trip through its producer buffer and a
+        persisted-offset write per record): ``send_changelog`` produces them together.
         """
-        encoded = key.encode()
-        if raw is None:
-            table.data.pop(encoded, None)
-        else:
-            table.data[encoded] = raw
-        changelog.append((table, encoded, raw))
+        changelog: list[Any] = []
 
-    def _put_due(
-        self, due_table: Any, key: str, pending: list[dict[str, Any]], changelog: list[Any]
-    ) -> None:
-        due = min((p["due_at"] for p in pending), default=None)
-        current = due_table.data.get(key.encode())
-        if due is None:
-            if current is not None:
-                self._put(due_table, key, None, changelog)
-        elif current is None or int(current) != due:
-            self._put(due_table, key, str(due).encode(), changelog)
+        def put(table: Any, key: bytes, raw: bytes | None) -> None:
+            self.state[table].put(key, raw)
+            changelog.append((table, key, raw))
+
+        for table, due_table, key, state, pending in states:
+            encoded = key.encode()
+            put(table, encoded, codec.dumps(state) if state is not None else None)
+            # the due index holds the earliest pending trigger's time
+            due = min((p["due_at"] for p in pending), default=None)
+            current = self.state[due_table].get(encoded)
+            if due is None:
+                if current is not None:
+                    put(due_table, encoded, None)
+            elif current is None or int(current) != due:
+                put(due_table, encoded, str(due).encode())
+        return changelog
 
     async def send_changelog(self, changelog: list[Any]) -> None:
         """Produce table changelog records ``(table, key, value)`` and wait for the broker;
@@ -349,6 +353,20 @@ class Worker:
         )
         for (topic, partition), offset in (await wait(sent)).items():
             tables[topic].data.set_persisted_offset(TP(topic, partition), offset)
+
+    async def commit_batch(
+        self, pending: list[Any], states: list[tuple[Any, Any, str, Any, list[Any]]]
+    ) -> None:
+        """Make a batch's effects durable in the order that keeps a crash harmless.
+
+        1. Outputs first: wait until the broker acknowledged every record the batch produced.
+        2. Then state: write each touched key once (its changelog record) and wait for that.
+        Only then does the agent acknowledge the batch. A crash before (2) replays the batch
+        from the old state and produces the same outputs again (duplicates, never losses); a
+        crash after (2) replays events the state has seen, which are skipped as duplicates.
+        """
+        await self.drain(pending)
+        await self.send_changelog(self.write(states))
 
     def _count(self, counters: Counters) -> None:
         for name, n in counters.values.items():
@@ -380,12 +398,12 @@ class Worker:
             rules = self.rules.rules
             counters = Counters()
             pending: list[Any] = []
-            records: dict[str, tuple[CookieRecord, Any]] = {}
+            records: dict[str, CookieRecord] = {}
 
-            def cookie(key: str, event: Any, records: dict[str, Any] = records) -> CookieRecord:
-                held = records.get(key)
-                record = held[0] if held else CookieRecord.from_dict(self._load(self.cookies, key))
-                records[key] = (record, event)
+            def cookie(key: str, records: dict[str, CookieRecord] = records) -> CookieRecord:
+                record = records.get(key)
+                if record is None:
+                    record = records[key] = CookieRecord.from_dict(self.load(self.cookies, key))
                 return record
 
             for event in batch:
@@ -396,7 +414,7 @@ class Worker:
                     if message.topic == self.cookie_topics:
                         if key is None:
                             raise ValueError("cookie command without a key")
-                        record = cookie(key, event)
+                        record = cookie(key)
                         if already_applied(
                             record.offsets, message.topic, message.partition, message.offset
                         ):
@@ -420,7 +438,7 @@ class Worker:
                             pending,
                         )
                         continue
-                    record = cookie(aid, event)
+                    record = cookie(aid)
                     if already_applied(
                         record.offsets, message.topic, message.partition, message.offset
                     ):
@@ -438,9 +456,8 @@ class Worker:
                         key,
                         record.to_dict(),
                         record.profile.pending,
-                        event,
                     )
-                    for key, (record, event) in records.items()
+                    for key, record in records.items()
                 ],
             )
             self.metrics.processed.labels("stitch").inc(len(batch))
@@ -453,7 +470,7 @@ class Worker:
             rules = self.rules.rules
             counters = Counters()
             pending: list[Any] = []
-            records: dict[str, tuple[ContactRecord, Any]] = {}
+            records: dict[str, ContactRecord] = {}
             for event in batch:
                 message = event.message
                 try:
@@ -467,15 +484,12 @@ class Worker:
                         continue  # for the sink
                     if key is None:
                         raise ValueError("contact-work message without a key")
-                    held = records.get(key)
-                    record = (
-                        held[0]
-                        if held
-                        else ContactRecord.from_dict(key, self._load(self.contacts, key))
+                    record = records.get(key) or ContactRecord.from_dict(
+                        key, self.load(self.contacts, key)
                     )
                     if record.erased:  # erased earlier in this batch: start afresh
                         record = ContactRecord.from_dict(key, None)
-                    records[key] = (record, event)
+                    records[key] = record
                     if already_applied(
                         record.offsets, message.topic, message.partition, message.offset
                     ):
@@ -496,34 +510,12 @@ class Worker:
                         key,
                         None if record.erased else record.to_dict(),
                         [] if record.erased else record.profile.pending,
-                        event,
                     )
-                    for key, (record, event) in records.items()
+                    for key, record in records.items()
                 ],
             )
             self.metrics.processed.labels("contact").inc(len(batch))
             self._count(counters)
-
-    async def commit_batch(
-        self, pending: list[Any], states: list[tuple[Any, Any, str, Any, list[Any], Any]]
-    ) -> None:
-        """Make a batch's effects durable in the order that keeps a crash harmless.
-
-        1. Outputs first: wait until the broker acknowledged every record the batch produced.
-        2. Then state: write each touched key once (its changelog record) and wait for that.
-        Only then does the agent acknowledge the batch. A crash before (2) replays the batch
-        from the old state and produces the same outputs again (duplicates, never losses); a
-        crash after (2) replays events the state has seen, which are skipped as duplicates.
-        """
-        await self.drain(pending)
-        changelog: list[Any] = []
-        for table, due_table, key, state, due, event in states:
-            # Faust's RocksDB store files a write under the current event's partition: make the
-            # event that touched this key current (its key and partition are the state's).
-            _current_event.set(weakref.ref(event))
-            self._put(table, key, codec.dumps(state) if state is not None else None, changelog)
-            self._put_due(due_table, key, due, changelog)
-        await self.send_changelog(changelog)
 
     # -- sink ---------------------------------------------------------------------------------
     def migrate(self) -> list[str]:

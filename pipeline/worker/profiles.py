@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from clickhouse_connect.driver.client import Client
 
-from pipeline import codec
 from pipeline.clock import from_millis, to_millis
 from pipeline.segments import compile_segment
 
@@ -77,12 +76,12 @@ def _active(entries: list[dict[str, Any]], now_ms: int) -> list[dict[str, Any]]:
 def profile_view(worker: Worker, anonymous_id: str) -> dict[str, Any]:
     """What ``/v1/profile`` answers for a cookie."""
     now_ms = to_millis(worker.clock.now())
-    cookie = _load(worker.cookies, anonymous_id)
+    cookie = worker.load(worker.cookies, anonymous_id)
     contact_id = (cookie or {}).get("cookie", {}).get("contact_id")
     web = _active(((cookie or {}).get("profile") or {}).get("web") or [], now_ms)
     segments: list[str] = []
     if contact_id:
-        contact = _load(worker.contacts, contact_id)
+        contact = worker.load(worker.contacts, contact_id)
         web += _active(((contact or {}).get("profile") or {}).get("web") or [], now_ms)
         segments = sorted(worker.membership.by_contact.get(contact_id, []))
     return {
@@ -91,9 +90,3 @@ def profile_view(worker: Worker, anonymous_id: str) -> dict[str, Any]:
         "segments": segments,
         "web_triggers": web,
     }
-
-
-def _load(table: Any, key: str) -> dict[str, Any] | None:
-    raw = table.get(key.encode())
-    value: dict[str, Any] | None = codec.loads(raw) if raw is not None else None
-    return value

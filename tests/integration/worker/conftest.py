@@ -232,8 +232,11 @@ def new_email(name: str = "person") -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_stack(kafka_bootstrap: str, tmp: Path) -> AsyncIterator[Stack]:
-    """A collector (in this process) and a worker (a child process) on a fresh topic prefix."""
+async def open_stack(
+    kafka_bootstrap: str, tmp: Path, store: str = "memory://"
+) -> AsyncIterator[Stack]:
+    """A collector (in this process) and a worker (a child process) on a fresh topic prefix;
+    the worker's tables in ``store`` (production's default is ``rocksdb://``)."""
     test_id = uuid.uuid4().hex[:10]
     tmp.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - set-up, before anything runs
     clock_file = tmp / "clock"
@@ -249,7 +252,7 @@ async def open_stack(kafka_bootstrap: str, tmp: Path) -> AsyncIterator[Stack]:
         clickhouse_database=f"s_{test_id}",
         data_dir=tmp / "data",
         cache_dir=REPO / ".cache",
-        store="memory://",
+        store=store,
         config=rules_file,
         http_port=free_port(),
         worker_web_port=free_port(),
