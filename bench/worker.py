@@ -32,20 +32,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bench import BenchContext, Measurement, Section, section
 from bench.procs import Child, worker_settings
 from bench.traffic import worker_events
+from pipeline.lag import group_lag, worker_groups
 from pipeline.settings import Settings
 from pipeline.topics import EVENTS, TopicSpec, all_topics, ensure_topics
 
-#: Topics the worker's Faust consumer group reads (``pipeline.worker.app``): stage 1, stage 2.
-WORKER_INPUTS = ("events", "x.cookie-commands", "x.contact-work", "contact-updates")
-#: Topics its sink reads, in a group of its own (``pipeline.worker.sink``).
-SINK_INPUTS = (
-    "x.contact-work",
-    "x.anonymous-events",
-    "identities",
-    "contacts",
-    "scores",
-    "triggers",
-)
 BARE_OUT = TopicSpec("bench-bare-out", "anonymous_id", "bare loop output", public=False)
 POLL = 0.1
 
@@ -57,26 +47,6 @@ class Run:
     cpu: float  # CPUs the process used while processing
     #: Faust's "producer buffer full" warnings: sends waited for its buffer to drain
     buffer_full: int = 0
-
-
-async def group_lag(
-    admin: AIOKafkaAdminClient,
-    consumer: AIOKafkaConsumer,
-    group: str,
-    topics: list[str],
-    partitions: int,
-) -> int:
-    """Records on ``topics`` not yet committed by ``group`` (committed offsets read first, so
-    the end offsets read after them include every record the committed ones caused)."""
-    committed = await admin.list_consumer_group_offsets(group)
-    tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-    ends = await consumer.end_offsets(tps)
-    lag = 0
-    for tp, end in ends.items():
-        meta = committed.get(tp)
-        done = meta.offset if meta is not None and meta.offset >= 0 else 0
-        lag += max(end - done, 0)
-    return lag
 
 
 async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
@@ -108,12 +78,11 @@ async def _drain(
     await admin.start()
     await consumer.start()
     try:
-        partitions = settings.topic_partitions
 
         async def lag() -> int:
             return sum(
                 [
-                    await group_lag(admin, consumer, group, topics, partitions)
+                    sum((await group_lag(admin, consumer, group, topics)).values())
                     for group, topics in groups.items()
                 ]
             )
@@ -197,10 +166,7 @@ async def worker(ctx: BenchContext, out: Section) -> None:
                     ctx, ["-m", "pipeline.cli", "worker"], settings, f"worker{i + 1}"
                 )
                 ready = "worker ready"
-                groups = {  # Faust's consumer group is the app id; the sink has its own
-                    settings.app_id: [settings.topic(t) for t in WORKER_INPUTS],
-                    f"{settings.app_id}-sink": [settings.topic(t) for t in SINK_INPUTS],
-                }
+                groups = worker_groups(settings)  # Faust's group, the app id; the sink's
             try:
                 run = await _drain(child, ready, groups, settings, timeout)
                 run.buffer_full = child.text().count("producer buffer full")

@@ -103,6 +103,24 @@ def topics(ctx: click.Context) -> None:
     click.echo(f"created: {', '.join(created)}" if created else "all topics exist")
 
 
+@main.command()
+@click.pass_context
+def lag(ctx: click.Context) -> None:
+    """Records the worker has yet to process, per consumer group and input topic."""
+    from pipeline.lag import consumer_lag
+
+    settings = _settings(ctx)
+    try:
+        lags = _run(consumer_lag(settings))
+    except Exception as exc:
+        raise click.ClickException(f"reading lag from {settings.bootstrap} failed: {exc}") from exc
+    rows = [(group, topic, n) for group, topics in lags.items() for topic, n in topics.items()]
+    width = [max(len(str(row[i])) for row in [("group", "topic", 0), *rows]) for i in (0, 1)]
+    click.echo(f"{'group':<{width[0]}}  {'topic':<{width[1]}}  lag")
+    for group, topic, n in rows:
+        click.echo(f"{group:<{width[0]}}  {topic:<{width[1]}}  {n}")
+
+
 # -- services ----------------------------------------------------------------------------------
 @main.command()
 @click.pass_context

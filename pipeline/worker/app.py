@@ -57,8 +57,11 @@ from pipeline.worker.sink import SinkLoop
 from pipeline.worker.state import TableState
 from pipeline.worker.steps import (
     ANONYMOUS_EVENTS,
+    CONTACT_INPUTS,
     CONTACT_WORK,
     COOKIE_COMMANDS,
+    SINK_INPUTS,
+    STITCH_INPUTS,
     ContactRecord,
     CookieRecord,
     Counters,
@@ -106,7 +109,6 @@ OUTPUT_TOPICS = (
 BATCH = 2_000
 BATCH_WITHIN = 0.02  # seconds a batch waits to fill: throughput vs POST→trigger latency
 TICK_RESEND = 5.0  # seconds before a due tick is sent again if the first was not handled
-SINK_TOPICS = (CONTACT_WORK, ANONYMOUS_EVENTS, "identities", "contacts", "scores", "triggers")
 
 
 class Worker:
@@ -166,14 +168,12 @@ class Worker:
         self._produced = {name: self.metrics.produced.labels(name) for name in OUTPUT_TOPICS}
         self._sending: set[asyncio.Future[None]] = set()
         stitch_in = app.topic(
-            settings.topic("events"),
-            settings.topic(COOKIE_COMMANDS),
+            *(settings.topic(name) for name in STITCH_INPUTS),
             key_serializer="raw",
             value_serializer="raw",
         )
         contact_in = app.topic(
-            settings.topic(CONTACT_WORK),
-            settings.topic("contact-updates"),
+            *(settings.topic(name) for name in CONTACT_INPUTS),
             key_serializer="raw",
             value_serializer="raw",
         )
@@ -209,7 +209,7 @@ class Worker:
             self.clickhouse = connect(settings)
             self.writer = SinkWriter(self.clickhouse, on_retry=self._sink_retry)
             self.sink = SinkLoop(
-                settings, SINK_TOPICS, self.writer, self.metrics, self.dead_letter, self.send
+                settings, SINK_INPUTS, self.writer, self.metrics, self.dead_letter, self.send
             )
             app.task(self._run_sink)
         self.web = web

@@ -37,6 +37,11 @@ CONTACT_WORK = "x.contact-work"
 COOKIE_COMMANDS = "x.cookie-commands"
 #: stage 1 → the sink only: events with no contact (stage 2 has nothing to do with them)
 ANONYMOUS_EVENTS = "x.anonymous-events"
+#: What each stage reads (one consumer group, ``MA_APP_ID``), and what the sink reads (its own
+#: group, ``<MA_APP_ID>-sink``). Topic names before ``MA_TOPIC_PREFIX``.
+STITCH_INPUTS = ("events", COOKIE_COMMANDS)
+CONTACT_INPUTS = (CONTACT_WORK, "contact-updates")
+SINK_INPUTS = (CONTACT_WORK, ANONYMOUS_EVENTS, "identities", "contacts", "scores", "triggers")
 
 
 @dataclass(frozen=True)
