@@ -26,6 +26,7 @@ from aiohttp import web
 from pipeline import codec, links
 from pipeline.clock import FileClock
 from pipeline.collect.app import Collector
+from pipeline.lag import consumer_lag
 from pipeline.rules import RulesWatcher
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
@@ -154,31 +155,7 @@ class Stack:
 
     async def lag(self) -> dict[str, int]:
         """Records not yet committed by the worker's consumer group, per input topic."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        topics = [
-            self.settings.topic(t)
-            for t in ("events", "x.contact-work", "contact-updates", "x.cookie-commands")
-        ]
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap)
-        await admin.start()
-        await consumer.start()
-        try:
-            committed = await admin.list_consumer_group_offsets(self.settings.app_id)
-            partitions = [
-                TopicPartition(t, p) for t in topics for p in range(self.settings.topic_partitions)
-            ]
-            ends = await consumer.end_offsets(partitions)
-        finally:
-            await consumer.stop()
-            await admin.close()
-        lag: dict[str, int] = {}
-        for tp, end in ends.items():
-            done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
-            lag[tp.topic] = lag.get(tp.topic, 0) + max(end - done, 0)
-        return lag
+        return (await consumer_lag(self.settings))[self.settings.app_id]
 
     async def quiescent(self, timeout: float = 120) -> None:
         """Wait until the worker has committed everything on its input topics."""

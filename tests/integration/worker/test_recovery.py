@@ -1,5 +1,6 @@
 """Crash recovery: ``kill -9`` of the worker mid-stream gives the same identities, scores and
-trigger ids as an uninterrupted run; pending delayed triggers survive and fire once, on time."""
+trigger ids as an uninterrupted run; pending delayed triggers survive and fire once, on time.
+A second worker joining mid-stream (partitions move between them) changes nothing either."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from pipeline import codec, contact_id_for
 from pipeline.trigger.decide import trigger_id
+from tests.conftest import free_port
 from tests.integration.worker.conftest import (
     Stack,
     eventually,
@@ -22,6 +25,7 @@ from tests.integration.worker.conftest import (
     new_email,
     open_stack,
     page_view,
+    start_worker,
 )
 
 pytestmark = pytest.mark.integration
@@ -145,6 +149,44 @@ async def test_kill_9_mid_stream_gives_the_same_identities_and_scores(
     assert got[1] == expected[1]
     events_rows = len(events)
     assert events_rows == len({e["event_id"] for e in events})
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+async def test_a_second_worker_joining_mid_stream_gives_the_same_identities_and_scores(
+    kafka_bootstrap: str, tmp_path: Path, store: str
+) -> None:
+    events = workload(seed=11)
+    async with open_stack(kafka_bootstrap, tmp_path / "one", store) as one:
+        await produce(one, events)
+        expected = await outcome(one, len(events))
+    async with open_stack(kafka_bootstrap, tmp_path / "two", store) as two:
+        half = len(events) // 2
+        await produce(two, events[:half])
+        # Same app id: Faust splits the partitions between the two and each recovers the
+        # tables of the partitions it takes over. The second writes nothing to ClickHouse (its
+        # own embedded one); the first's sink reads every partition of its group.
+        settings = two.settings.model_copy(
+            update={
+                "data_dir": two.tmp / "data-2",
+                "worker_web_port": free_port(),
+                "sink": False,
+            }
+        )
+        second = await asyncio.to_thread(start_worker, settings, two.tmp / "worker-2.log")
+        try:
+            await produce(two, events[half:])
+            got = await outcome(two, len(events))
+            async with aiohttp.ClientSession() as http:  # it did take part
+                response = await http.get(f"{settings.worker_api}/debug/consumer")
+                state = codec.loads(await response.read())
+            assert any(
+                tp.startswith(f"{two.settings.topic('events')}:") for tp in state["committed"]
+            )
+        finally:
+            second.stop()
+    assert len(expected[0]) > 10
+    assert got[0] == expected[0]
+    assert got[1] == expected[1]
 
 
 async def test_pending_delayed_triggers_survive_kill_9_and_fire_once_on_time(
