@@ -127,6 +127,15 @@ async def outcome(
     return decisions, final
 
 
+async def uninterrupted(
+    kafka_bootstrap: str, tmp: Path, store: str, events: list[dict[str, Any]]
+) -> tuple[set[tuple[Any, ...]], dict[str, Any]]:
+    """The ``outcome`` of ``events`` through one worker that runs from start to end."""
+    async with open_stack(kafka_bootstrap, tmp, store) as stack:
+        await produce(stack, events)
+        return await outcome(stack, len(events))
+
+
 # RocksDB, production's store, outlives the process: what it holds after a kill -9 must never
 # be ahead of the outputs that reached Kafka. The memory store recovers from changelogs alone.
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
@@ -134,9 +143,7 @@ async def test_kill_9_mid_stream_gives_the_same_identities_and_scores(
     kafka_bootstrap: str, tmp_path: Path, store: str
 ) -> None:
     events = workload()
-    async with open_stack(kafka_bootstrap, tmp_path / "clean", store) as clean:
-        await produce(clean, events)
-        expected = await outcome(clean, len(events))
+    expected = await uninterrupted(kafka_bootstrap, tmp_path / "clean", store, events)
     async with open_stack(kafka_bootstrap, tmp_path / "crash", store) as crash:
         half = len(events) // 2
         await produce(crash, events[:half])
@@ -156,9 +163,7 @@ async def test_a_second_worker_joining_mid_stream_gives_the_same_identities_and_
     kafka_bootstrap: str, tmp_path: Path, store: str
 ) -> None:
     events = workload(seed=11)
-    async with open_stack(kafka_bootstrap, tmp_path / "one", store) as one:
-        await produce(one, events)
-        expected = await outcome(one, len(events))
+    expected = await uninterrupted(kafka_bootstrap, tmp_path / "one", store, events)
     async with open_stack(kafka_bootstrap, tmp_path / "two", store) as two:
         half = len(events) // 2
         await produce(two, events[:half])
