@@ -28,28 +28,28 @@ class TableState:
         self.table = table
         self.partitions = list(range(partitions))
 
-    def _rocksdb(self, key: bytes) -> Any:
-        """The partition database holding ``key``, or None for a store that is a mapping."""
+    def get(self, key: bytes) -> bytes | None:
         store = self.table.data
         if not isinstance(store, RocksDBStore):
-            return None
-        # Opens the partition's database on first use, exactly as Faust's own writes do.
-        return store._db_for_partition(partition_for(key, self.partitions))
-
-    def get(self, key: bytes) -> bytes | None:
-        db = self._rocksdb(key)
-        value: bytes | None = (self.table.data if db is None else db).get(key)
-        return value
+            value: bytes | None = store.get(key)
+            return value
+        # Only a partition this worker holds (its database is open, as Faust's reads require):
+        # another worker's partition may have left stale data on this disk.
+        db = store._dbs.get(partition_for(key, self.partitions))
+        return None if db is None else db.get(key)
 
     def put(self, key: bytes, value: bytes | None) -> None:
         """Write ``value`` for ``key``; ``None`` deletes the key."""
-        db = self._rocksdb(key)
-        if db is None:
+        store = self.table.data
+        if not isinstance(store, RocksDBStore):
             if value is None:
-                self.table.data.pop(key, None)
+                store.pop(key, None)
             else:
-                self.table.data[key] = value
-        elif value is None:
+                store[key] = value
+            return
+        # Opens the partition's database if need be, as Faust's own writes do.
+        db = store._db_for_partition(partition_for(key, self.partitions))
+        if value is None:
             db.delete(key)
         else:
             db.put(key, value)
