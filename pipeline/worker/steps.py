@@ -393,7 +393,7 @@ def contact_step(
         )
         return _score_out([delta], contact_id, None, at) + _trigger_out(outcome, subject, counters)
     if kind == "linked":
-        return _track_cookie(record, message["aid"], int(message["at"]), rules)
+        return _track_cookie(record, message["aid"], int(message["at"]), rules, counters)
     if kind == "due":
         return due_step(record, rules, int(message["at"]), counters)
     if kind == "unlinked":
@@ -486,12 +486,16 @@ def _contact_update(
     return outs
 
 
-def _track_cookie(record: ContactRecord, aid: str, at: int, rules: Rules) -> list[Out]:
-    """Keep at most ``max_cookies_per_contact`` cookies: the least recently linked one goes."""
+def _track_cookie(
+    record: ContactRecord, aid: str, at: int, rules: Rules, counters: Counters
+) -> list[Out]:
+    """Keep at most ``max_cookies_per_contact`` cookies: the least recently linked one goes
+    (counted as ``identity_evicted``, as a kiosk cookie's flag is ``identity_flag``)."""
     record.cookies = [c for c in record.cookies if c[0] != aid] + [[aid, at]]
     outs = []
     while len(record.cookies) > rules.identity.max_cookies_per_contact:
         evicted, _ = record.cookies.pop(0)
+        counters.add("identity_evicted")
         contact_id = record.contact.contact_id
         outs.append(
             Out(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import aiohttp
 import pytest
 
 from pipeline import contact_id_for
@@ -117,6 +119,37 @@ async def test_kiosk_cookie_stops_linking_after_too_many_relinks(stack: Stack) -
         )
     )
     assert rows == [[""]]  # flagged: anonymous from now on
+    assert await decisions_counted(stack, "identity_flag") >= 1
+
+
+async def decisions_counted(stack: Stack, what: str) -> float:
+    """``ma_worker_decisions_total{what=…}`` on the worker's ``/metrics``."""
+    async with aiohttp.ClientSession() as http:
+        metrics = await (await http.get(f"{stack.settings.worker_api}/metrics")).text()
+    found = re.search(rf'^ma_worker_decisions_total\{{what="{what}"\}} (\S+)$', metrics, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_a_contact_keeps_at_most_its_cookie_limit(stack: Stack) -> None:
+    email = new_email("many-devices")
+    cookies = [new_aid() for _ in range(21)]  # the example rules keep 20 cookies per contact
+    for aid in cookies:
+        await identify(stack, aid, email)
+
+    def evictions(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            v
+            for v in values
+            if v["anonymous_id"] in cookies and v["reason"] == "contact_cookie_limit"
+        ]
+
+    async with stack.reader("identities") as reader:
+        await reader.wait_for(evictions, timeout=30)
+        await reader.settle(1.0)
+    [evicted] = evictions(reader.values)  # one of the 21, the one stage 2 saw linked first
+    assert evicted["contact_id"] is None
+    assert evicted["previous_contact_id"] == str(contact_id_for(email))
+    assert await decisions_counted(stack, "identity_evicted") >= 1
 
 
 async def test_placeholder_email_and_undefined_cookie_never_link(stack: Stack) -> None:

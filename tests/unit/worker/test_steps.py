@@ -296,7 +296,8 @@ def test_kiosk_flag_unlinks_and_is_recorded() -> None:
     cookie_step(record, form(ANA, T0, anonymous_id=COOKIE), rules_)
     cookie_step(record, form(BEN, T0 + 1, anonymous_id=COOKIE), rules_)
     third = form("cara.smith@initech.io", T0 + 2, anonymous_id=COOKIE)
-    outs = cookie_step(record, third, rules_)
+    counters = Counters()
+    outs = cookie_step(record, third, rules_, counters)
     identities = [o.value for o in outs if o.topic == "identities"]
     assert identities == [
         {
@@ -310,6 +311,7 @@ def test_kiosk_flag_unlinks_and_is_recorded() -> None:
     ]
     assert (CONTACT_WORK, B, "unlinked") in shape(outs)
     assert record.cookie.flagged
+    assert counters.values["identity_flag"] == 1  # ma_worker_decisions{what="identity_flag"}
 
 
 def test_automated_click_is_kept_but_neither_links_nor_scores() -> None:
@@ -639,7 +641,9 @@ def test_contact_cookie_limit_evicts_the_least_recently_linked_cookie() -> None:
     limited = with_identity(max_cookies_per_contact=2)
     assert contact_step(record, {"k": "linked", "aid": aid(1), "at": T0}, limited) == []
     assert contact_step(record, {"k": "linked", "aid": aid(2), "at": T0 + 1}, limited) == []
-    outs = contact_step(record, {"k": "linked", "aid": aid(3), "at": T0 + 2}, limited)
+    counters = Counters()
+    outs = contact_step(record, {"k": "linked", "aid": aid(3), "at": T0 + 2}, limited, counters)
+    assert counters.values == {"identity_evicted": 1}  # ma_worker_decisions{what=…} on /metrics
     assert outs == [
         Out(
             "identities",
