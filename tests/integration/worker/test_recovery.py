@@ -154,6 +154,11 @@ async def test_kill_9_mid_stream_gives_the_same_identities_and_scores(
     assert len(expected[0]) > 10  # the workload does link and re-link
     assert got[0] == expected[0]
     assert got[1] == expected[1]
+    # Not compared: trigger ids. A score-threshold trigger fires on the path a contact's score
+    # takes, and stage 2 sees the events of a contact's several cookies in the order stage 1
+    # forwarded them, which a restart changes. On 30 Nov this workload gave, after the kill -9,
+    # one mql-sales-alert (p7.7, score 51.91) that the clean run never fired; final scores were
+    # equal. CONTRACT §3 promises the same trigger ids across a restart: an open deviation.
     events_rows = len(events)
     assert events_rows == len({e["event_id"] for e in events})
 
