@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
 from pipeline import codec
+from pipeline.models.events import MAX_BATCH_BYTES
 from pipeline.rules import parse_rules
 from tests.conftest import REPO
-from tests.integration.collect.conftest import AID, ORIGIN, SERVER_KEY, RunningCollector
+from tests.integration.collect.conftest import (
+    AID,
+    ORIGIN,
+    SERVER_KEY,
+    WRITE_KEY,
+    RunningCollector,
+)
 from tests.kafka_helpers import TopicReader
 
 pytestmark = pytest.mark.integration
@@ -106,6 +114,40 @@ async def test_oversized_batches_get_413(collector: RunningCollector) -> None:
     assert huge.status == 413
 
 
+def body_of(size: int) -> bytes:
+    """A valid one-event batch, padded with an extra envelope field to exactly ``size`` bytes."""
+    envelope = {"site_id": "acme", "write_key": WRITE_KEY, "events": [page_view()], "pad": ""}
+    bare = len(codec.dumps(envelope))
+    return codec.dumps({**envelope, "pad": "p" * (size - bare)})
+
+
+async def test_the_body_limit_is_512_kib_with_or_without_a_content_length(
+    collector: RunningCollector,
+) -> None:
+    url = f"{collector.url}/v1/batch"
+    headers = {"Content-Type": "application/json"}
+    limit = MAX_BATCH_BYTES
+    assert limit == 512 * 1024
+    fits = body_of(limit)
+    assert len(fits) == limit
+    response = await collector.http.post(url, data=fits, headers=headers)
+    assert response.status == 200, await response.text()
+    over = body_of(limit + 1)
+    response = await collector.http.post(url, data=over, headers=headers)
+    assert response.status == 413
+    assert "at most 512 KiB" in (await response.json())["error"]
+
+    async def chunked(body: bytes) -> AsyncIterator[bytes]:  # no Content-Length: streamed
+        for start in range(0, len(body), 60_000):
+            yield body[start : start + 60_000]
+
+    response = await collector.http.post(url, data=chunked(over), headers=headers)
+    assert response.status == 413
+    assert "at most 512 KiB" in (await response.json())["error"]
+    response = await collector.http.post(url, data=chunked(fits), headers=headers)
+    assert response.status == 200, await response.text()
+
+
 async def test_server_key_may_send_server_events_with_a_contact(
     collector: RunningCollector,
 ) -> None:
@@ -124,6 +166,10 @@ async def test_server_key_may_send_server_events_with_a_contact(
         values = await r.wait_for(lambda vs: len(vs) >= 2)
     assert values[0]["source"] == "server" and values[0]["contact_id"] == contact
     assert r.keys[0] == contact.encode()
+    # sent without event_id: the collector gave each a new, distinct UUID
+    ids = [v["event_id"] for v in values[:2]]
+    assert len(set(ids)) == 2
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
 
 
 async def test_a_wrong_server_key_is_refused(collector: RunningCollector) -> None:

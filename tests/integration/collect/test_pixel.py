@@ -67,6 +67,23 @@ async def test_pixel_uses_the_existing_cookie_and_sets_none(collector: RunningCo
     assert event["anonymous_id"] == AID
 
 
+async def test_the_query_names_the_visitor_and_the_event_type(collector: RunningCollector) -> None:
+    page_aid = str(uuid.uuid4())  # a page that knows its visitor's aid (e.g. from the tag)
+    response = await collector.get(pixel(aid=page_aid, type="custom", name="video_play"))
+
+    assert_gif(response)
+    (cookie,) = set_cookies(response)
+    assert cookie["ma_aid"].value == page_aid  # the browser keeps the page's aid
+    ((message),) = await collector.read("events")
+    event = message.value
+    assert message.key == page_aid.encode()
+    assert (event["anonymous_id"], event["type"], event["name"]) == (
+        page_aid,
+        "custom",
+        "video_play",
+    )
+
+
 async def test_the_first_uuid_shaped_of_two_cookies_wins(collector: RunningCollector) -> None:
     second = str(uuid.uuid4())
     response = await collector.get(
