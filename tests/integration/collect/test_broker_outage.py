@@ -32,6 +32,7 @@ from tests.integration.collect.conftest import (
     BROWSER_UA,
     CONTACT,
     RULES_TEXT,
+    SERVER_KEY,
     SITE,
     WRITE_KEY,
     read_topic,
@@ -174,6 +175,22 @@ async def test_a_broker_outage_gets_503s_and_loses_no_acknowledged_event(
         token = links.sign(contact_id=CONTACT, url=TARGET, keys=settings.link_keys, now=sent)
         click = await http.get(f"{url}/c/{token}", headers=PERSON, allow_redirects=False)
         assert (click.status, click.headers["Location"]) == (302, TARGET)
+        # what must not be spooled: an unsubscribe and a CRM upsert are refused, to be retried
+        token = links.sign(
+            contact_id=CONTACT, purpose="unsubscribe", keys=settings.link_keys, now=sent
+        )
+        one_click = await http.post(
+            f"{url}/u/{token}",
+            data="List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert one_click.status == 503 and one_click.headers["Retry-After"]
+        upsert = await http.post(
+            f"{url}/v1/contacts",
+            json={"source": "crm", "contacts": [{"email": "ann@initech.io"}]},
+            headers={"Authorization": f"Bearer {SERVER_KEY}"},
+        )
+        assert upsert.status == 503 and upsert.headers["Retry-After"]
 
         up = time.monotonic()
         await asyncio.to_thread(broker.start)
