@@ -1,0 +1,46 @@
+"""``ma-pipeline demo``: synthetic visitors through the running collector, then a summary read
+back from ClickHouse (through the worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from tests.integration.worker.conftest import Stack, eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def test_demo_sends_visitors_and_prints_what_the_pipeline_made_of_them(
+    stack: Stack,
+) -> None:
+    def demo() -> str:
+        result = CliRunner().invoke(
+            main, ["demo", "--visitors", "12"], env=stack.settings.as_env(), catch_exceptions=False
+        )
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    output = await asyncio.to_thread(demo)
+    sent = re.match(
+        r"sent 12 visitors: (\d+) requests, (\d+) events accepted, 0 rejected, (\d+) email "
+        r"clicks, (\d+) CRM contacts",
+        output,
+    )
+    assert sent, output
+    requests, accepted, clicks, contacts = map(int, sent.groups())
+    events = accepted - contacts  # the CRM contacts' upserts count as accepted too
+    assert requests > 12 and events > 12 and clicks > 0 and contacts > 0
+    for figure in ("events", "contacts", "identified cookies", "triggers by rule"):
+        assert f"\n  {figure}: " in output
+    # every event it sent reaches ClickHouse (clicks are events too, counted apart)
+    await eventually(
+        lambda: stack.query(
+            "SELECT 1 FROM {db}.events HAVING count() >= {n:UInt64}", n=events + clicks
+        ),
+        timeout=60,
+    )
