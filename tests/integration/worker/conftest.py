@@ -210,10 +210,11 @@ def new_email(name: str = "person") -> str:
 
 @contextlib.asynccontextmanager
 async def open_stack(
-    kafka_bootstrap: str, tmp: Path, store: str = "memory://"
+    kafka_bootstrap: str, tmp: Path, store: str = "memory://", **settings_: Any
 ) -> AsyncIterator[Stack]:
     """A collector (in this process) and a worker (a child process) on a fresh topic prefix;
-    the worker's tables in ``store`` (production's default is ``rocksdb://``)."""
+    the worker's tables in ``store`` (production's default is ``rocksdb://``); ``settings_``
+    override other settings."""
     test_id = uuid.uuid4().hex[:10]
     tmp.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - set-up, before anything runs
     clock_file = tmp / "clock"
@@ -236,6 +237,7 @@ async def open_stack(
         clock_file=clock_file,
         log_level=os.environ.get("MA_TEST_WORKER_LOG_LEVEL", "info"),
         link_secrets="k2:test-signing-secret-0002,k1:test-signing-secret-0001",  # type: ignore[arg-type]
+        **settings_,
     )
     await ensure_topics(settings)
     clock = FileClock(clock_file)
