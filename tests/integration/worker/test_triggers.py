@@ -208,6 +208,29 @@ async def test_profile_of_an_unknown_cookie_is_empty(stack: Stack) -> None:
     assert body["identified"] is False and body["web_triggers"] == [] and body["segments"] == []
 
 
+async def test_a_changed_rules_file_takes_effect_without_a_restart(stack: Stack) -> None:
+    path = stack.settings.config
+    good = path.read_text()
+    rule = '      match: {type: page_view, url: "/careers*"}\n      points: -10\n'
+    assert rule in good
+    offset = len(stack.worker.text())
+    try:
+        path.write_text(good.replace(rule, rule.replace("points: -10", "points: 7")))
+        await asyncio.to_thread(stack.worker.wait_for_log, "rules reloaded from", 20, offset)
+        aid = new_aid()
+        await stack.send(page_view(aid, "/careers/engineering"))
+        async with stack.reader("scores") as reader:
+            found = await reader.wait_for(
+                lambda vs: [v for v in vs if v["anonymous_id"] == aid], timeout=30
+            )
+        [change] = [v for v in found if v["anonymous_id"] == aid]
+        assert (change["rule"], change["delta"]) == ("careers-view", 7)
+    finally:
+        offset = len(stack.worker.text())
+        path.write_text(good)
+        await asyncio.to_thread(stack.worker.wait_for_log, "rules reloaded from", 20, offset)
+
+
 async def test_a_rules_file_with_a_typo_is_refused_and_the_old_rules_keep_running(
     stack: Stack,
 ) -> None:
