@@ -328,6 +328,34 @@ def test_automated_click_is_kept_but_neither_links_nor_scores() -> None:
     assert pipeline.counters.values.get("automated") == 1
 
 
+def test_automated_open_neither_scores_nor_triggers_where_a_human_open_does() -> None:
+    open_rules = rules(
+        """
+        scoring:
+          rules:
+            - {id: opened, match: {type: email_open}, points: 2}
+        triggers:
+          rules:
+            - {id: opened-alert, when: {event: {type: email_open}}, channel: sales,
+               requires: [identified]}
+        """
+    )
+
+    def email_open(**fields: Any) -> dict[str, Any]:
+        return event("email_open", T0, contact_id=A, source="email", campaign_id="spring", **fields)
+
+    human = Pipeline(open_rules)
+    outs = human.send(email_open())
+    assert human.contact(A).profile.score == 2.0
+    assert [o.value["rule"] for o in outs if o.topic == "triggers" and o.value] == ["opened-alert"]
+
+    scanner = Pipeline(open_rules)
+    outs = scanner.send(email_open(automated=True, automated_reason="open_too_soon"))
+    assert scanner.contact(A).profile.score == 0.0
+    assert [o.topic for o in outs if o.topic in ("scores", "triggers")] == []
+    assert scanner.counters.values.get("automated") == 1
+
+
 def test_automated_click_on_an_unlinked_cookie_triggers_nothing() -> None:
     pipeline = Pipeline(RULES)
     pipeline.contact_update(
