@@ -67,6 +67,8 @@ from pipeline.worker.steps import (
     Counters,
     Out,
     already_applied,
+    check_event,
+    check_update,
     contact_step,
     cookie_command,
     cookie_step,
@@ -430,7 +432,7 @@ class Worker:
                         else:
                             cookie_command(record, value)
                         continue
-                    aid = value.get("anonymous_id")
+                    aid = check_event(value).get("anonymous_id")
                     here = (message.partition, message.offset)
                     if aid is None:  # no cookie: nothing to remember per key
                         self.emit(
@@ -477,7 +479,7 @@ class Worker:
                     key = message.key.decode() if message.key else None
                     value = codec.loads(message.value)
                     if message.topic == self.updates_topic:
-                        value = {"k": "update", **value}
+                        value = {"k": "update", **check_update(value)}
                     elif value.get("k") == "event" and value["e"].get("contact_id") is None:
                         continue  # anonymous, from before x.anonymous-events: for the sink
                     elif value.get("k") == "erase":

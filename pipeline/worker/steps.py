@@ -63,6 +63,38 @@ class Counters:
         self.values[name] = self.values.get(name, 0) + n
 
 
+#: What stage 1 needs of every ``ma.events`` value (the collector always sets them).
+REQUIRED_EVENT_FIELDS = ("event_id", "type", "received_at")
+
+
+def check_event(value: Any) -> dict[str, Any]:
+    """``value`` if it is an event stage 1 can take, else ``ValueError`` saying what is wrong
+    (for the dead letter of a record some other producer wrote to ``ma.events``)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"ma.events value: expected a JSON object, got a {_json_kind(value)}")
+    missing = [name for name in REQUIRED_EVENT_FIELDS if value.get(name) is None]
+    if missing:
+        raise ValueError(
+            f"ma.events value: missing {', '.join(missing)}; every event needs "
+            f"{', '.join(REQUIRED_EVENT_FIELDS)} (the collector sets them)"
+        )
+    return value
+
+
+def check_update(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, as every ``ma.contact-updates`` value is."""
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"ma.contact-updates value: expected a JSON object, got a {_json_kind(value)}"
+        )
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
 def event_time(event: dict[str, Any]) -> int:
     at = event["received_at"]
     if isinstance(at, datetime):

@@ -48,9 +48,13 @@ async def test_poison_records_are_dead_lettered_and_the_worker_goes_on(stack: St
         ),
         "['not', 'an', 'event']": (
             "worker:stitch",
-            "AttributeError: 'list' object has no attribute 'get'",
+            "ValueError: ma.events value: expected a JSON object, got a list",
         ),
-        str({"type": "page_view", "anonymous_id": aid}): ("worker:stitch", "KeyError: 'event_id'"),
+        str({"type": "page_view", "anonymous_id": aid}): (
+            "worker:stitch",
+            "ValueError: ma.events value: missing event_id, received_at; every event needs "
+            "event_id, type, received_at (the collector sets them)",
+        ),
         "\ufffd\ufffd not json": (
             "worker:contact",
             "JSONDecodeError: str is not valid UTF-8: surrogates not allowed: line 1 column 1 "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,8 @@ from pipeline.worker.steps import (
     CookieRecord,
     Counters,
     Out,
+    check_event,
+    check_update,
     contact_step,
     cookie_command,
     cookie_step,
@@ -326,6 +329,28 @@ def test_automated_click_is_kept_but_neither_links_nor_scores() -> None:
     assert pipeline.cookie(COOKIE).cookie.contact_id is None
     assert pipeline.contact(A).profile.score == 0.0
     assert pipeline.counters.values.get("automated") == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (["an", "array"], "ma.events value: expected a JSON object, got a list"),
+        ("text", "ma.events value: expected a JSON object, got a string"),
+        (None, "ma.events value: expected a JSON object, got a null"),
+        ({"type": "page_view"}, "ma.events value: missing event_id, received_at; every event"),
+        ({"event_id": "e1", "type": None, "received_at": 1}, "missing type;"),
+    ],
+)
+def test_an_event_stage_one_cannot_take_is_refused_with_what_is_wrong(
+    value: Any, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_event(value)
+    with pytest.raises(ValueError, match=r"^ma\.contact-updates value: expected a JSON object"):
+        check_update([value])
+    good = event("page_view")
+    assert check_event(good) is good
+    assert check_update({"contact_id": A}) == {"contact_id": A}
 
 
 def test_automated_open_neither_scores_nor_triggers_where_a_human_open_does() -> None:
