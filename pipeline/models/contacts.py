@@ -50,6 +50,9 @@ class ContactUpdate(BaseModel):
     created_at: UtcDatetime | None = None
     received_at: UtcDatetime
     event_id: str | None = Field(default=None, description="the event that carried it, if any")
+    site_id: str | None = Field(
+        default=None, description="the site whose server key sent it (POST /v1/contacts)"
+    )
 
 
 class Contact(BaseModel):

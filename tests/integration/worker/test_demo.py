@@ -8,8 +8,18 @@ import re
 
 import pytest
 from click.testing import CliRunner
+from pydantic import BaseModel
 
 from pipeline.cli import main
+from pipeline.models import (
+    Contact,
+    ContactUpdate,
+    DeadLetter,
+    Event,
+    IdentityDecision,
+    ScoreChange,
+    Trigger,
+)
 from tests.integration.worker.conftest import Stack, eventually
 
 pytestmark = pytest.mark.integration
@@ -44,3 +54,30 @@ async def test_demo_sends_visitors_and_prints_what_the_pipeline_made_of_them(
         ),
         timeout=60,
     )
+
+
+#: The public topics and the models their JSON Schemas (``schemas/json/``) are made from.
+PUBLISHED: dict[str, type[BaseModel]] = {
+    "events": Event,
+    "contact-updates": ContactUpdate,
+    "contacts": Contact,
+    "identities": IdentityDecision,
+    "scores": ScoreChange,
+    "triggers": Trigger,
+    "dead-letter": DeadLetter,
+}
+
+
+async def test_every_published_message_matches_its_schema(stack: Stack) -> None:
+    """After the demo's traffic (every kind of message), each value on each public topic is
+    valid for its model and holds no field the schema does not declare."""
+    for topic, model in PUBLISHED.items():
+        async with stack.reader(topic) as reader:
+            await reader.settle(1.0)
+        assert reader.values or topic == "dead-letter", f"nothing on {topic}"
+        declared = set(model.model_fields)
+        for value in reader.values:
+            if value is None:  # a tombstone (erasure)
+                continue
+            model.model_validate(value)
+            assert set(value) <= declared, (topic, set(value) - declared)
