@@ -14,6 +14,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -54,21 +56,17 @@ async def group_lag(
     return lag
 
 
-async def _committed(
-    admin: AIOKafkaAdminClient, group: str, attempts: int = 20
-) -> dict[TopicPartition, OffsetAndMetadata]:
+Offsets = dict[TopicPartition, OffsetAndMetadata]
+
+
+async def _committed(admin: AIOKafkaAdminClient, group: str, attempts: int = 20) -> Offsets:
     # A broker on which no group ever committed creates its offsets topic on this first
     # request, and answers "coordinator not available" until it has.
-    for attempt in range(attempts):
-        try:
-            committed: dict[TopicPartition, OffsetAndMetadata]
-            committed = await admin.list_consumer_group_offsets(group)
-            return committed
-        except CoordinatorNotAvailableError:
-            if attempt == attempts - 1:
-                raise
-            await asyncio.sleep(0.5)
-    raise AssertionError("unreachable")
+    for _ in range(attempts - 1):
+        with contextlib.suppress(CoordinatorNotAvailableError):
+            return cast(Offsets, await admin.list_consumer_group_offsets(group))
+        await asyncio.sleep(0.5)
+    return cast(Offsets, await admin.list_consumer_group_offsets(group))
 
 
 async def consumer_lag(settings: Settings) -> dict[str, dict[str, int]]:
