@@ -17,6 +17,21 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=_OPTIONS, default=_default)
 
 
+def held(data: bytes) -> bytes:
+    """``dumps``'s bytes, right-sized to be kept a while (queued, batched).
+
+    orjson returns its output in an over-allocated buffer (at least 4 KiB, rounded up to a
+    power of two: 32 KiB for a 3 KB document) that it never shrinks; 50,000 queued 500-byte
+    events take 200 MB. The copy is exactly its size.
+    """
+    return bytes(memoryview(data))
+
+
+def dumps_held(value: Any) -> bytes:
+    """``held(dumps(value))``."""
+    return held(dumps(value))
+
+
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON bytes; raises ``orjson.JSONDecodeError`` (a ``ValueError``) on bad input."""
     return orjson.loads(data)

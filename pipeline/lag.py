@@ -27,11 +27,12 @@ from pipeline.worker.steps import CONTACT_INPUTS, SINK_INPUTS, STITCH_INPUTS
 
 
 def worker_groups(settings: Settings) -> dict[str, list[str]]:
-    """The worker's consumer groups and the topics each reads."""
-    return {
-        settings.app_id: [settings.topic(t) for t in (*STITCH_INPUTS, *CONTACT_INPUTS)],
-        f"{settings.app_id}-sink": [settings.topic(t) for t in SINK_INPUTS],
-    }
+    """The worker's consumer groups and the topics each reads (no sink group when the worker
+    runs without its ClickHouse sink, ``MA_SINK=false``)."""
+    groups = {settings.app_id: [settings.topic(t) for t in (*STITCH_INPUTS, *CONTACT_INPUTS)]}
+    if settings.sink:
+        groups[f"{settings.app_id}-sink"] = [settings.topic(t) for t in SINK_INPUTS]
+    return groups
 
 
 async def group_lag(

@@ -63,6 +63,7 @@ from pipeline.identity import (
 )
 from pipeline.kafka import BrokerUnavailable, JsonProducer, Record
 from pipeline.models.contacts import ContactsRequest, ContactUpsert
+from pipeline.models.dead_letter import MAX_DEAD_LETTER_PAYLOAD, bounded_payload
 from pipeline.models.events import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
 from pipeline.rules import RulesWatcher, Site
 from pipeline.settings import Settings
@@ -72,7 +73,6 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 RETRY_AFTER = "5"
 MAX_CONTACTS_BYTES = 4 * 1024 * 1024
-MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store, max-age=0"}
 #: How long start-up waits for the broker before serving anyway (503s, /readyz 503).
 CONNECT_WAIT = 10.0
@@ -229,7 +229,7 @@ class Collector:
             "received_at": self.now(),
             "source": source,
             "error": error,
-            "payload": _bounded_payload(payload),
+            "payload": bounded_payload(payload),
         }
         return (self.dead_letter_topic, None, codec.dumps(value))
 
@@ -866,20 +866,6 @@ def _decoded(body: bytes | None, request: web.Request) -> Any:
         return codec.loads(body)
     except codec.JSONDecodeError:
         return body[:MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", errors="replace")
-
-
-def _bounded_payload(payload: Any) -> Any:
-    try:
-        encoded = codec.dumps(payload)
-    except TypeError:
-        return repr(payload)[:MAX_DEAD_LETTER_PAYLOAD]
-    if len(encoded) <= MAX_DEAD_LETTER_PAYLOAD:
-        return payload
-    return {
-        "truncated": True,
-        "size": len(encoded),
-        "head": encoded[:MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", errors="replace"),
-    }
 
 
 def _key(value: dict[str, Any]) -> bytes:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
+from pipeline.codec import held
 from pipeline.kafka import Record
 
 
@@ -37,8 +38,14 @@ class Spool:
         return len(self._records)
 
     def add(self, records: Iterable[Record]) -> int:
-        """Queue records at the back; how many old ones were dropped to make room."""
-        self._records.extend(records)
+        """Queue records at the back; how many old ones were dropped to make room.
+
+        Values are kept right-sized (``codec.held``): a full spool would otherwise take
+        eight times the memory of its records.
+        """
+        self._records.extend(
+            (topic, key, None if value is None else held(value)) for topic, key, value in records
+        )
         return self._trim()
 
     def take(self, limit: int) -> list[Record]:

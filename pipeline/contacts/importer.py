@@ -2,7 +2,9 @@
 ``ma.contact-updates``, where the worker's merge rules decide what each field becomes.
 
 The file is read row by row (1M rows never sit in memory); each row is validated and a bad row
-is reported with its line number and skipped, good rows are imported. Columns ``email``,
+is reported with its line number and skipped (and written to ``ma.dead-letter``, as every
+rejected input is: source ``contacts import``, the error, and the file, line and row), good
+rows are imported. Columns ``email``,
 ``consent_email``, ``crm_status``, ``crm_id`` and ``created_at`` are recognised; every other
 column becomes an attribute. ``--map col=field`` renames a column (``--map "E-mail=email"``,
 ``--map Position=title``); ``--map col=`` drops one.
@@ -31,13 +33,16 @@ from pipeline.collect.validation import describe_validation_error
 from pipeline.identity import contact_id_for, email_rejection, normalize_email
 from pipeline.kafka import JsonProducer, Record
 from pipeline.models.contacts import ContactUpsert
+from pipeline.models.dead_letter import bounded_payload
 from pipeline.settings import Settings
 
 CORE = ("email", "consent_email", "crm_status", "crm_id", "created_at")
 TRUE = {"true", "yes", "y", "1", "on", "t"}
 FALSE = {"false", "no", "n", "0", "off", "f", ""}
-BATCH = 2000
+BATCH = 2000  # records sent together, and at most this many bytes of them:
+BATCH_BYTES = 1024 * 1024
 MAX_PROBLEMS_KEPT = 1000
+DEAD_LETTER_SOURCE = "contacts import"
 
 
 @dataclass
@@ -47,10 +52,13 @@ class ImportResult:
     skipped: int = 0
     problems: list[str] = field(default_factory=list)
 
-    def problem(self, line: int, message: str) -> None:
+    def problem(self, line: int, message: str) -> str:
+        """Count a skipped row; returns its report line (``line N: what is wrong``)."""
         self.skipped += 1
+        text = f"line {line}: {message}"
         if len(self.problems) < MAX_PROBLEMS_KEPT:
-            self.problems.append(f"line {line}: {message}")
+            self.problems.append(text)
+        return text
 
 
 def parse_mapping(items: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -158,7 +166,7 @@ async def import_csv(
     """Import ``path``; see the module docstring."""
     clock = clock or SystemClock()
     result = ImportResult()
-    topic = settings.topic("contact-updates")
+    topic, dead_letters = settings.topic("contact-updates"), settings.topic("dead-letter")
     producer = JsonProducer(settings, ack_timeout=30, linger_ms=20, client_id="ma-import")
     await producer.start(give_up_after=10)
     try:
@@ -172,28 +180,47 @@ async def import_csv(
                 raise ValueError(f"{path}: no email column (columns: {', '.join(header)}); "
                                  "map one with --map COLUMN=email")  # fmt: skip
             handle.seek(0)
-            batch: list[Record] = []
+            batch: list[Record] = []  # updates and dead letters, in file order
+            updates = size = 0  # of them, updates; their bytes
+
+            def dead_letter(line: int, error: str, row: dict[str, Any] | None) -> Record:
+                payload: dict[str, Any] = {"file": path.name, "line": line, "source": source}
+                if row is not None:
+                    # values past the header's columns are under the key None
+                    payload["row"] = {"(extra)" if k is None else k: v for k, v in row.items()}
+                value = {
+                    "received_at": clock.now(),
+                    "source": DEAD_LETTER_SOURCE,
+                    "error": error,
+                    "payload": bounded_payload(payload),
+                }
+                return (dead_letters, None, codec.dumps_held(value))
+
             for line, row in read_rows(handle):
                 result.rows += 1
                 if isinstance(row, csv.Error):
-                    result.problem(line, f"unreadable CSV record: {row}")
-                    continue
-                try:
-                    key, update = row_to_update(row, mapping, source, clock.now())
-                except ValueError as exc:
-                    result.problem(line, str(exc))
-                    continue
-                batch.append((topic, key.encode(), codec.dumps(update)))
-                if len(batch) >= BATCH:
+                    error = result.problem(line, f"unreadable CSV record: {row}")
+                    record = dead_letter(line, error, None)
+                else:
+                    try:
+                        key, update = row_to_update(row, mapping, source, clock.now())
+                    except ValueError as exc:
+                        record = dead_letter(line, result.problem(line, str(exc)), row)
+                    else:
+                        record = (topic, key.encode(), codec.dumps_held(update))
+                        updates += 1
+                batch.append(record)
+                size += len(record[2])
+                if len(batch) >= BATCH or size >= BATCH_BYTES:
                     await producer.send_all(batch)
-                    result.imported += len(batch)
-                    batch = []
+                    result.imported += updates
+                    batch, updates, size = [], 0, 0
                     if on_progress is not None:
                         # the bytes read so far (a text file's tell() fails while iterating)
                         on_progress(raw.tell())
             if batch:
                 await producer.send_all(batch)
-                result.imported += len(batch)
+                result.imported += updates
             if on_progress is not None:
                 on_progress(handle.tell())  # the end of the file
     finally:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
+from pipeline import codec
 from pipeline.models.types import UtcDatetime
+
+#: A dead letter keeps at most this much of its payload (its JSON, in bytes).
+MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
 
 
 class DeadLetter(BaseModel):
@@ -14,3 +20,18 @@ class DeadLetter(BaseModel):
     source: str = Field(description="where it was rejected, e.g. 'collector:/v1/batch'")
     error: str = Field(description="a message a person can act on")
     payload: object = Field(description="the input as received (JSON, or text when not JSON)")
+
+
+def bounded_payload(payload: Any) -> Any:
+    """``payload`` as it is, or its head when its JSON is over ``MAX_DEAD_LETTER_PAYLOAD``."""
+    try:
+        encoded = codec.dumps(payload)
+    except TypeError:
+        return repr(payload)[:MAX_DEAD_LETTER_PAYLOAD]
+    if len(encoded) <= MAX_DEAD_LETTER_PAYLOAD:
+        return payload
+    return {
+        "truncated": True,
+        "size": len(encoded),
+        "head": encoded[:MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", errors="replace"),
+    }

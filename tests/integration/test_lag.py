@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from pipeline import codec
 from pipeline.cli import main
+from pipeline.lag import worker_groups
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -67,3 +68,9 @@ def test_lag_says_when_the_broker_cannot_be_reached(settings: Settings) -> None:
     result = CliRunner().invoke(main, ["lag"], env=env)
     assert result.exit_code == 1
     assert "reading lag from 127.0.0.1:9 failed" in result.output
+
+
+def test_a_worker_without_its_sink_has_no_sink_group(settings: Settings) -> None:
+    assert set(worker_groups(settings)) == {settings.app_id, f"{settings.app_id}-sink"}
+    without = settings.model_copy(update={"sink": False})
+    assert set(worker_groups(without)) == {settings.app_id}

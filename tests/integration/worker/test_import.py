@@ -87,6 +87,23 @@ async def test_good_rows_become_contacts_and_bad_rows_are_reported_by_line(
     for problem in problems:  # the same list on stderr, for the person at the terminal
         assert f"skipped {problem}" in result.stderr
 
+    # and on ma.dead-letter, as every rejected input: the error, the file, line and row
+    def ours(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [v for v in values if v["source"] == "contacts import"
+                and v["payload"]["file"] == "crm-export.csv"]  # fmt: skip
+
+    async with stack.reader("dead-letter") as reader:
+        await reader.wait_for(lambda values: len(ours(values)) >= 7, timeout=30)
+        await reader.settle(0.5)
+    dead = ours(reader.values)
+    assert sorted(v["error"] for v in dead) == sorted(problems)  # unkeyed: any partition
+    assert all(v["received_at"] and v["payload"]["source"] == "import" for v in dead)
+    by_line = {v["payload"]["line"]: v["payload"] for v in dead}
+    assert by_line[5]["row"] == dict(zip(HEADER, rows[4], strict=True))
+    assert by_line[7]["row"]["bio"] == "b" * 3000
+    assert "row" not in by_line[8]  # the csv module could not read it
+    assert by_line[12]["row"]["(extra)"] == ["one too many"]
+
     contacts = await eventually(
         lambda: _when_all(contacts_of(stack, [ana, bo, cy]), 3), timeout=60)  # fmt: skip
     attributes, consent, crm_id = contacts[ana]
