@@ -8,7 +8,9 @@ turn (the order alternates run by run):
   encode, produce to another topic, wait for the acknowledgements, commit;
 - the real worker (``python -m pipeline.cli worker``, its own process, a fresh consumer group,
   RocksDB tables and chDB path of its own): stitching, scoring, triggers, contacts and the
-  ClickHouse sink.
+  ClickHouse sink;
+- the same worker with ``MA_SINK=false`` (stitching, scoring, triggers, contacts: what the
+  worker does besides writing ClickHouse), over the same events under a prefix of its own.
 
 Each is timed from the moment it is ready (partitions assigned: ``bare loop ready`` /
 ``worker ready``) until its consumer groups (Faust's and the sink's) have committed every topic
@@ -132,19 +134,24 @@ async def worker(ctx: BenchContext, out: Section) -> None:
     # interval) does not dominate the time
     n = ctx.scale(30_000, 3_000)
     timeout = 300.0 if not ctx.quick else 120.0
-    runs: dict[str, list[Run]] = {"bare": [], "worker": []}
+    runs: dict[str, list[Run]] = {"bare": [], "worker": [], "stitch": []}
     outputs: dict[str, int] = {}
     for i in range(-1, 3):  # a warm-up, then three runs
         settings = _worker_settings(ctx, i)
-        ctx.created_topics += await ensure_topics(settings, (*all_topics(), BARE_OUT))
-        events_topic = settings.topic(EVENTS.name)
+        # the worker without its sink reads the same events under a prefix of its own: its
+        # outputs must not reach the other worker's stage 2 or sink
+        no_sink = worker_settings(ctx, f"stitch{i + 1}", sink=False)
         messages = [
             (e["anonymous_id"].encode(), orjson.dumps(e))
             for e in worker_events(n if i >= 0 else n // 4, seed=200 + i)
         ]
-        await _produce(settings.bootstrap, events_topic, messages)
-        ctx.log(f"run {i}: {len(messages):,} events on {events_topic}")
-        order = ("bare", "worker") if i % 2 == 0 else ("worker", "bare")
+        for each in (settings, no_sink):
+            ctx.created_topics += await ensure_topics(each, (*all_topics(), BARE_OUT))
+            await _produce(each.bootstrap, each.topic(EVENTS.name), messages)
+        events_topic = settings.topic(EVENTS.name)
+        ctx.log(f"run {i}: {len(messages):,} events on {events_topic} and {no_sink.topic_prefix}")
+        modes = ("bare", "worker", "stitch")
+        order = modes[i % 3 :] + modes[: i % 3]  # each goes first once
         for mode in order:
             if mode == "bare":
                 group = f"{settings.app_id}-bare"
@@ -162,11 +169,10 @@ async def worker(ctx: BenchContext, out: Section) -> None:
                 )
                 ready, groups = "bare loop ready", {group: [events_topic]}
             else:
-                child = Child.start(
-                    ctx, ["-m", "pipeline.cli", "worker"], settings, f"worker{i + 1}"
-                )
+                each = settings if mode == "worker" else no_sink
+                child = Child.start(ctx, ["-m", "pipeline.cli", "worker"], each, f"{mode}{i + 1}")
                 ready = "worker ready"
-                groups = worker_groups(settings)  # Faust's group, the app id; the sink's
+                groups = worker_groups(each)  # Faust's group, the app id; the sink's if any
             try:
                 run = await _drain(child, ready, groups, settings, timeout)
                 run.buffer_full = child.text().count("producer buffer full")
@@ -225,4 +231,15 @@ async def worker(ctx: BenchContext, out: Section) -> None:
         f"start-up {real_extra['startup_s']:.1f} s (excluded); "
         f"{real_extra['producer_buffer_full']:.0f} 'producer buffer full' warnings per run",
         extra={**real_extra, "outputs_last_run": per_run},
+    )
+    stitch, stitch_extra = summary("stitch")
+    out.add(
+        "worker.stitch_score",
+        stitch,
+        "events/s",
+        baseline="worker.bare_loop",
+        note=f"the same worker with MA_SINK=false (stitching, scoring, triggers, contacts; no "
+        f"ClickHouse), {n:,} events; {stitch_extra['cpu']:.2f} CPU = "
+        f"{stitch_extra['per_core']:,} events/s per core",
+        extra=stitch_extra,
     )
