@@ -196,9 +196,14 @@ def attribute_matches(rule: AttributeRule, attributes: dict[str, Any]) -> bool:
 
 
 def score_attributes(
-    profile: Profile, attributes: dict[str, Any], scoring: Scoring, at_ms: int
+    profile: Profile,
+    attributes: dict[str, Any],
+    scoring: Scoring,
+    at_ms: int,
+    event_id: str | None = None,
 ) -> list[ScoreDelta]:
-    """Grant attribute rules that now hold and withdraw those that no longer do."""
+    """Grant attribute rules that now hold and withdraw those that no longer do; ``event_id``
+    is the event whose traits changed the attributes (a form submit), None for a CRM update."""
     deltas = []
     for rule in scoring.attributes:
         holds = attribute_matches(rule, attributes)
@@ -208,7 +213,9 @@ def score_attributes(
             profile.attribute_at[rule.id] = at_ms
             _add(profile, rule.points, at_ms, scoring)
             deltas.append(
-                ScoreDelta(rule.id, rule.points, None, profile.score, profile.stage, profile.as_of)
+                ScoreDelta(
+                    rule.id, rule.points, event_id, profile.score, profile.stage, profile.as_of
+                )
             )
         elif not holds and applied is not None:
             del profile.attribute_points[rule.id]
@@ -221,7 +228,7 @@ def score_attributes(
                 points = round(decayed(applied, granted, at_ms, scoring.half_life), 6)
             _add(profile, -points, at_ms, scoring)
             deltas.append(
-                ScoreDelta(rule.id, -points, None, profile.score, profile.stage, profile.as_of)
+                ScoreDelta(rule.id, -points, event_id, profile.score, profile.stage, profile.as_of)
             )
     return deltas
 

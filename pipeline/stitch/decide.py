@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipeline.identity import contact_id_for, email_rejection
+from pipeline.identity import contact_id_for, email_rejection, normalize_email
 from pipeline.rules.models import Identity
 
 Action = Literal["none", "link", "relink", "flag"]
@@ -90,7 +90,7 @@ def evidence_for(event: dict[str, Any]) -> str | None:
         return contact
     if kind in ("form_submit", "identify"):
         email = event.get("email")
-        if not email or email_rejection(email) is not None:
+        if not isinstance(email, str) or email_rejection(normalize_email(email)) is not None:
             return None
         return str(contact_id_for(email))
     return None

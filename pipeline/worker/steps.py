@@ -27,6 +27,7 @@ from typing import Any
 
 from pipeline.clock import from_millis, to_millis
 from pipeline.contacts.merge import ContactState, apply_update, set_consent
+from pipeline.identity import is_garbage_identifier
 from pipeline.rules.models import Rules
 from pipeline.score.profile import Profile, ScoreDelta, absorb, score_attributes, score_event
 from pipeline.stitch.decide import Cookie, evidence_for
@@ -69,7 +70,11 @@ REQUIRED_EVENT_FIELDS = ("event_id", "type", "received_at")
 
 def check_event(value: Any) -> dict[str, Any]:
     """``value`` if it is an event stage 1 can take, else ``ValueError`` saying what is wrong
-    (for the dead letter of a record some other producer wrote to ``ma.events``)."""
+    (for the dead letter of a record some other producer wrote to ``ma.events``).
+
+    An ``anonymous_id`` such as ``"undefined"`` or ``"null"`` (which the collector never
+    writes) is dropped: the event is kept, as a cookieless one, and links no cookie.
+    """
     if not isinstance(value, dict):
         raise ValueError(f"ma.events value: expected a JSON object, got a {_json_kind(value)}")
     missing = [name for name in REQUIRED_EVENT_FIELDS if value.get(name) is None]
@@ -78,6 +83,9 @@ def check_event(value: Any) -> dict[str, Any]:
             f"ma.events value: missing {', '.join(missing)}; every event needs "
             f"{', '.join(REQUIRED_EVENT_FIELDS)} (the collector sets them)"
         )
+    aid = value.get("anonymous_id")
+    if aid is not None and is_garbage_identifier(aid):
+        value["anonymous_id"] = None
     return value
 
 
@@ -508,12 +516,12 @@ def _contact_update(
     contact_id = record.contact.contact_id
     outs = [Out("contacts", contact_id, record.contact.published())]
     before = record.profile.score_at(at, rules.scoring.half_life)
-    deltas = score_attributes(record.profile, record.contact.plain_attributes(), rules.scoring, at)
+    cause = update.get("event_id")  # the form submit whose traits these are; a CRM sync has none
+    attributes = record.contact.plain_attributes()
+    deltas = score_attributes(record.profile, attributes, rules.scoring, at, cause)
     if deltas:
         subject = record.subject()
-        outcome = on_score(
-            record.profile, subject, before, rules.triggers, at, update.get("event_id")
-        )
+        outcome = on_score(record.profile, subject, before, rules.triggers, at, cause)
         outs += _score_out(deltas, contact_id, None, at) + _trigger_out(outcome, subject, counters)
     return outs
 

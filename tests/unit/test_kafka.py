@@ -231,3 +231,12 @@ def test_keyed_records_go_where_aiokafkas_default_partitioner_puts_them(
 ) -> None:
     partitions = list(range(count))
     assert partition_for(key, partitions) == DefaultPartitioner()(key, partitions, partitions)
+
+
+async def test_the_producer_waits_for_all_replicas_and_is_idempotent() -> None:
+    """A ``200`` means every in-sync replica has the event, and a retried send is not written
+    twice (CONTRACT section 2: ``acks=all``)."""
+    producer = JsonProducer(Settings())._producer
+
+    assert producer._sender._acks == -1  # "all"
+    assert producer._txn_manager is not None  # idempotence: producer id and sequence numbers

@@ -168,6 +168,27 @@ def test_links_of_a_retired_key_are_refused_as_unknown_kid() -> None:
     assert caught.value.reason == "unknown_kid"
 
 
+def test_signatures_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MAC is compared with ``hmac.compare_digest``: ``==`` stops at the first differing
+    byte, and its timing would let a forger find a valid signature byte by byte."""
+    compared: list[tuple[bytes, bytes]] = []
+    original = hmac.compare_digest
+
+    def compare_digest(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return original(a, b)
+
+    monkeypatch.setattr("pipeline.links.hmac.compare_digest", compare_digest)
+    token = click_token()
+    verify(token, keys=KEYS, now=NOW, purpose="click")
+    data, signature = (base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)) for p in token.split("."))
+    assert compared == [(hmac.new(KEYS["k2"], data, hashlib.sha256).digest(), signature)]
+
+    forged = f"{token.split('.')[0]}.{b64(bytes(32))}"
+    assert reason_of(forged) == "bad_signature"
+    assert compared[-1][1] == bytes(32)
+
+
 def test_token_signed_by_another_key_under_a_known_kid_is_a_bad_signature() -> None:
     token = click_token(keys={"k2": b"someone-elses-secret-000"})
     assert reason_of(token) == "bad_signature"

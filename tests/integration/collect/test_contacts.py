@@ -130,3 +130,24 @@ async def test_an_unusable_contacts_body_gets_400(
     assert message in (await response.json())["error"]
     (letter,) = await collector.values("dead-letter")
     assert message in letter["error"]
+
+
+@pytest.mark.parametrize(
+    ("contacts", "message"),
+    [
+        ([{"email": f"p{i}@initech.io"} for i in range(1001)], "at most 1000"),
+        ([{"email": "big@initech.io", "attributes": {"notes": "n" * (4 * 1024 * 1024)}}],
+         "body: at most 4096 KiB"),
+    ],
+    ids=["1001-contacts", "over-4-MiB"],
+)  # fmt: skip
+async def test_contacts_over_the_limits_get_413(
+    collector: RunningCollector, contacts: list[dict[str, Any]], message: str
+) -> None:
+    response = await post_contacts(collector, {"source": "crm", "contacts": contacts})
+
+    assert response.status == 413
+    assert message in (await response.json())["error"]
+    assert await collector.values("contact-updates") == []
+    (letter,) = await collector.values("dead-letter")
+    assert message in letter["error"]

@@ -114,3 +114,26 @@ async def test_a_cached_tag_is_revalidated_with_304(collector: RunningCollector)
 async def test_unknown_paths_are_404_not_500(collector: RunningCollector) -> None:
     response = await collector.get(f"/nope/{uuid.uuid4()}")
     assert response.status == 404
+
+
+@pytest.mark.parametrize(
+    "query", ["", "?aid=", "?aid=undefined", "?aid=null", f"?aid={'a' * 129}"],
+    ids=["none", "empty", "undefined", "null", "too-long"],
+)  # fmt: skip
+async def test_profile_needs_a_cookie_id(collector: RunningCollector, query: str) -> None:
+    response = await collector.get(f"/v1/profile{query}")
+
+    assert response.status == 400
+    assert await response.json() == {"error": "aid: required (the ma_aid cookie value)"}
+
+
+async def test_profile_is_503_with_retry_after_while_the_worker_does_not_answer(
+    collector: RunningCollector,
+) -> None:
+    # this collector's worker API port has no worker behind it
+    response = await collector.get(f"/v1/profile?aid={AID}")
+
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "5"
+    error = (await response.json())["error"]
+    assert error.startswith("profiles are not available right now (") and "retry later" in error

@@ -353,6 +353,24 @@ def test_an_event_stage_one_cannot_take_is_refused_with_what_is_wrong(
     assert check_update({"contact_id": A}) == {"contact_id": A}
 
 
+@pytest.mark.parametrize("cookie", ["undefined", "null", " 'none' ", "", 0, {"id": 1}])
+def test_a_placeholder_cookie_from_another_producer_is_dropped_and_links_nothing(
+    cookie: Any,
+) -> None:
+    submit = check_event(form(ANA, T0, anonymous_id=cookie))
+    assert submit["anonymous_id"] is None  # kept as a cookieless event
+
+    outs = cookie_step(CookieRecord(), submit, RULES)
+    assert "identities" not in [o.topic for o in outs]
+    assert shape(outs) == [("contact-updates", A, None), (CONTACT_WORK, A, "event")]
+
+
+def test_an_email_in_another_spelling_links_the_same_contact() -> None:
+    outs = cookie_step(CookieRecord(), form("  Ana.Lopez@ACME.io ", T0, anonymous_id=COOKIE), RULES)
+    (link,) = [o.value for o in outs if o.topic == "identities" and o.value]
+    assert link["contact_id"] == A
+
+
 def test_automated_open_neither_scores_nor_triggers_where_a_human_open_does() -> None:
     open_rules = rules(
         """
@@ -552,6 +570,23 @@ def test_contact_update_publishes_the_merged_contact_and_scores_attributes() -> 
         "manager-title",
         "marketing-department",
     ]
+
+
+def test_attribute_points_from_a_form_name_the_form_submit_that_caused_them() -> None:
+    pipeline = Pipeline(RULES)
+    submit = form(ANA, T0, anonymous_id=COOKIE, traits={"title": "Marketing Manager"})
+    pipeline.send(submit)
+
+    changes = {s["rule"]: s for s in pipeline.of("scores")}
+    assert changes["manager-title"]["event_id"] == submit["event_id"]
+    assert changes["manager-title"]["contact_id"] == A
+    # a CRM sync has no event: its attribute points name none
+    pipeline.contact_update(
+        {"contact_id": A, "op": "upsert", "source": "crm", "email": ANA,
+         "attributes": {"department": "marketing"}, "received_at": from_millis(T0 + 1)}
+    )  # fmt: skip
+    (crm,) = [s for s in pipeline.of("scores") if s["rule"] == "marketing-department"]
+    assert crm["event_id"] is None
 
 
 def test_contact_update_that_changes_nothing_publishes_nothing() -> None:
