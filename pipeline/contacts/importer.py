@@ -1,13 +1,12 @@
 """``ma-pipeline contacts import FILE.csv --source NAME``: stream a CSV of contacts onto
 ``ma.contact-updates``, where the worker's merge rules decide what each field becomes.
 
-The file is read row by row (1M rows never sit in memory); each row is validated and a bad row
-is reported with its line number and skipped (and written to ``ma.dead-letter``, as every
-rejected input is: source ``contacts import``, the error, and the file, line and row), good
-rows are imported. Columns ``email``,
-``consent_email``, ``crm_status``, ``crm_id`` and ``created_at`` are recognised; every other
-column becomes an attribute. ``--map col=field`` renames a column (``--map "E-mail=email"``,
-``--map Position=title``); ``--map col=`` drops one.
+The file is read row by row (1M rows never sit in memory); each row is validated. A bad row is
+reported with its line number, skipped, and written to ``ma.dead-letter`` as every rejected
+input is (source ``contacts import``, the error, and the file, line and row); good rows are
+imported. Columns ``email``, ``consent_email``, ``crm_status``, ``crm_id`` and ``created_at``
+are recognised; every other column becomes an attribute. ``--map col=field`` renames a column
+(``--map "E-mail=email"``, ``--map Position=title``); ``--map col=`` drops one.
 
 Example::
 
@@ -39,7 +38,7 @@ from pipeline.settings import Settings
 CORE = ("email", "consent_email", "crm_status", "crm_id", "created_at")
 TRUE = {"true", "yes", "y", "1", "on", "t"}
 FALSE = {"false", "no", "n", "0", "off", "f", ""}
-BATCH = 2000  # records sent together, and at most this many bytes of them:
+BATCH = 2000  # records sent together, and at most BATCH_BYTES of them
 BATCH_BYTES = 1024 * 1024
 MAX_PROBLEMS_KEPT = 1000
 DEAD_LETTER_SOURCE = "contacts import"
