@@ -27,11 +27,6 @@ def held(data: bytes) -> bytes:
     return bytes(memoryview(data))
 
 
-def dumps_held(value: Any) -> bytes:
-    """``held(dumps(value))``."""
-    return held(dumps(value))
-
-
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON bytes; raises ``orjson.JSONDecodeError`` (a ``ValueError``) on bad input."""
     return orjson.loads(data)

@@ -63,7 +63,7 @@ from pipeline.identity import (
 )
 from pipeline.kafka import BrokerUnavailable, JsonProducer, Record
 from pipeline.models.contacts import ContactsRequest, ContactUpsert
-from pipeline.models.dead_letter import MAX_DEAD_LETTER_PAYLOAD, bounded_payload
+from pipeline.models.dead_letter import MAX_DEAD_LETTER_PAYLOAD, dead_letter_value
 from pipeline.models.events import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
 from pipeline.rules import RulesWatcher, Site
 from pipeline.settings import Settings
@@ -225,12 +225,7 @@ class Collector:
 
     def dead_letter(self, source: str, error: str, payload: Any) -> Record:
         self.metrics.rejected.labels(source, _reason(error)).inc()
-        value = {
-            "received_at": self.now(),
-            "source": source,
-            "error": error,
-            "payload": bounded_payload(payload),
-        }
+        value = dead_letter_value(self.now(), source, error, payload)
         return (self.dead_letter_topic, None, codec.dumps(value))
 
     async def deliver(self, records: list[Record]) -> None:

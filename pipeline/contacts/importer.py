@@ -32,7 +32,7 @@ from pipeline.collect.validation import describe_validation_error
 from pipeline.identity import contact_id_for, email_rejection, normalize_email
 from pipeline.kafka import JsonProducer, Record
 from pipeline.models.contacts import ContactUpsert
-from pipeline.models.dead_letter import bounded_payload
+from pipeline.models.dead_letter import dead_letter_value
 from pipeline.settings import Settings
 
 CORE = ("email", "consent_email", "crm_status", "crm_id", "created_at")
@@ -187,13 +187,8 @@ async def import_csv(
                 if row is not None:
                     # values past the header's columns are under the key None
                     payload["row"] = {"(extra)" if k is None else k: v for k, v in row.items()}
-                value = {
-                    "received_at": clock.now(),
-                    "source": DEAD_LETTER_SOURCE,
-                    "error": error,
-                    "payload": bounded_payload(payload),
-                }
-                return (dead_letters, None, codec.dumps_held(value))
+                value = dead_letter_value(clock.now(), DEAD_LETTER_SOURCE, error, payload)
+                return (dead_letters, None, codec.held(codec.dumps(value)))
 
             for line, row in read_rows(handle):
                 result.rows += 1
@@ -206,7 +201,7 @@ async def import_csv(
                     except ValueError as exc:
                         record = dead_letter(line, result.problem(line, str(exc)), row)
                     else:
-                        record = (topic, key.encode(), codec.dumps_held(update))
+                        record = (topic, key.encode(), codec.held(codec.dumps(update)))
                         updates += 1
                 batch.append(record)
                 size += len(record[2])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -34,4 +35,16 @@ def bounded_payload(payload: Any) -> Any:
         "truncated": True,
         "size": len(encoded),
         "head": encoded[:MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", errors="replace"),
+    }
+
+
+def dead_letter_value(
+    received_at: datetime, source: str, error: str, payload: Any
+) -> dict[str, Any]:
+    """A ``DeadLetter`` value, its payload bounded (``bounded_payload``)."""
+    return {
+        "received_at": received_at,
+        "source": source,
+        "error": error,
+        "payload": bounded_payload(payload),
     }
