@@ -3,6 +3,7 @@
 #   make test   the whole suite (starts its own broker on a free port)
 #   make lint   ruff + mypy --strict
 #   make bench  benchmarks -> bench/results.json
+#   make soak   fresh-start and kill -9 soaks -> soak/results.json
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -11,10 +12,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint bench broker broker-stop install system-deps schemas clean help
+.PHONY: run test soak lint bench broker broker-stop install system-deps schemas clean help
 
 help:
-	@sed -n '2,6p' Makefile
+	@sed -n '2,7p' Makefile
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "ma-pipeline needs Python 3.11, found " + sys.version' 
@@ -55,6 +56,11 @@ run: $(STAMP) system-deps
 
 test: $(STAMP) system-deps
 	$(BIN)/pytest -q
+
+# Long soaks, not in `make test`: 30 fresh starts (half with two workers) and 20 kill -9 cycles
+# under a CPU hog; figures in soak/results.json.
+soak: $(STAMP) system-deps
+	MA_SOAK=1 $(BIN)/pytest -q tests/soak
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests bench

@@ -28,7 +28,7 @@ from bench import BenchContext, Measurement, Section, Timer, section
 from pipeline.clickhouse import connect
 from pipeline.clickhouse.migrate import migrate
 from pipeline.sink import TABLE_COLUMNS, SinkWriter, rows_for
-from pipeline.worker.steps import CONTACT_WORK
+from pipeline.topics import CONTACT_WORK
 
 #: As the worker's sink batches (``pipeline.worker.sink.BATCH``).
 SINK_BATCH = 10_000

@@ -499,6 +499,7 @@ def links_sign(
             link_id=link_id,
             keys=settings.link_keys,
             ttl=parse_duration(ttl),
+            now=settings.clock().now(),
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -23,7 +23,7 @@ from aiokafka.errors import CoordinatorNotAvailableError
 from aiokafka.structs import OffsetAndMetadata
 
 from pipeline.settings import Settings
-from pipeline.worker.steps import CONTACT_INPUTS, SINK_INPUTS, STITCH_INPUTS
+from pipeline.topics import CONTACT_INPUTS, SINK_INPUTS, STITCH_INPUTS
 
 
 def worker_groups(settings: Settings) -> dict[str, list[str]]:

@@ -14,11 +14,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline import models
+from pipeline.models import internal
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas" / "json"
 
 #: file stem → (model, title). Topic values carry the topic's short name.
-SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
+SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {  # RootModels are BaseModels
     "events": (models.Event, "ma.events value: an accepted, normalised event"),
     "contact-updates": (models.ContactUpdate, "ma.contact-updates value: a raw contact change"),
     "contacts": (models.Contact, "ma.contacts value: the merged contact"),
@@ -28,6 +29,13 @@ SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
     "dead-letter": (models.DeadLetter, "ma.dead-letter value: a rejected input"),
     "http-batch-event": (models.InboundEvent, "one event of POST /v1/batch"),
     "http-contact": (models.ContactUpsert, "one contact of POST /v1/contacts"),
+    # the worker's internal topics (pipeline/models/internal.py): not a public contract
+    "x.contact-work": (internal.ContactWork, "ma.x.contact-work value: stage 1 → stage 2"),
+    "x.cookie-commands": (internal.CookieCommand, "ma.x.cookie-commands value: stage 2 → 1"),
+    "x.anonymous-events": (
+        internal.AnonymousEvent,
+        "ma.x.anonymous-events value: stage 1 → the sink",
+    ),
 }
 
 

@@ -1,12 +1,18 @@
 """The one topic registry: every topic the pipeline reads or writes, its key and retention.
 
-Names carry the prefix ``MA_TOPIC_PREFIX`` (``ma.`` by default). ``ensure_topics`` creates
-missing ones idempotently at start-up. Faust's own table changelogs are named after the app id.
+It holds the public topics, the internal ``x.*`` topics between the worker's stages (both named
+with the prefix ``MA_TOPIC_PREFIX``, ``ma.`` by default), and the changelogs of the worker's tables,
+which Faust names after the app id (``<MA_APP_ID>-<table>-changelog``). ``ensure_topics``
+creates the missing ones idempotently, and every process that consumes or produces calls it
+before it starts (``worker``, ``collector``, ``run``, ``topics``): a consumer group that starts
+before one of its topics exists is assigned none of its partitions, and Faust hides a table
+whose changelog it was not assigned (that is how delayed triggers once never fired).
 
 Example::
 
     await ensure_topics(settings)           # all of them
     settings.topic(EVENTS.name)             # 'ma.events'
+    topic_name(settings, TABLES[0])         # 'ma-pipeline-cookies-changelog'
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ class TopicSpec:
     retention_ms: int = 7 * DAY_MS
     public: bool = True
     extra: dict[str, str] = field(default_factory=dict)
+    #: a table's changelog: named ``<MA_APP_ID>-<name>-changelog``, without the topic prefix
+    changelog: bool = False
 
     def config(self) -> dict[str, str]:
         config = {"cleanup.policy": self.cleanup, **self.extra}
@@ -72,12 +80,67 @@ PUBLIC_TOPICS: tuple[TopicSpec, ...] = (
     TRIGGERS,
     DEAD_LETTER,
 )
-#: Internal topics between worker stages register here too (see ``pipeline.worker``).
-INTERNAL_TOPICS: list[TopicSpec] = []
+
+# -- between the worker's stages (``pipeline.worker``) ---------------------------------------
+X_CONTACT_WORK = TopicSpec(
+    "x.contact-work",
+    "contact_id",
+    "stage 1 → stage 2: resolved events and identity notices",
+    public=False,
+)
+X_COOKIE_COMMANDS = TopicSpec(
+    "x.cookie-commands", "anonymous_id", "stage 2 → stage 1: unlink commands", public=False
+)
+X_ANONYMOUS_EVENTS = TopicSpec(
+    "x.anonymous-events",
+    "anonymous_id (server events: event_id)",
+    "stage 1 → sink: resolved events without a contact",
+    public=False,
+)
+INTERNAL_TOPICS: tuple[TopicSpec, ...] = (X_CONTACT_WORK, X_COOKIE_COMMANDS, X_ANONYMOUS_EVENTS)
+CONTACT_WORK = X_CONTACT_WORK.name
+COOKIE_COMMANDS = X_COOKIE_COMMANDS.name
+#: stage 1 → the sink only: events with no contact (stage 2 has nothing to do with them)
+ANONYMOUS_EVENTS = X_ANONYMOUS_EVENTS.name
+#: What each stage reads (one consumer group, ``MA_APP_ID``), and what the sink reads (its own
+#: group, ``<MA_APP_ID>-sink``). Topic names before ``MA_TOPIC_PREFIX``.
+STITCH_INPUTS = (EVENTS.name, COOKIE_COMMANDS)
+CONTACT_INPUTS = (CONTACT_WORK, CONTACT_UPDATES.name)
+SINK_INPUTS = (
+    CONTACT_WORK,
+    ANONYMOUS_EVENTS,
+    IDENTITIES.name,
+    CONTACTS.name,
+    SCORES.name,
+    TRIGGERS.name,
+)
+
+
+def _table(name: str, description: str) -> TopicSpec:
+    return TopicSpec(
+        name, "the table's key", description, cleanup="compact", public=False, changelog=True
+    )
+
+
+#: The worker's Faust tables, each changelogged (compacted) under its key's own partition.
+COOKIES_TABLE = _table("cookies", "stage 1 state per anonymous_id")
+CONTACTS_TABLE = _table("contacts", "stage 2 state per contact_id")
+COOKIE_DUE_TABLE = _table("cookie-due", "stage 1: when each cookie's next delayed trigger is due")
+CONTACT_DUE_TABLE = _table(
+    "contact-due", "stage 2: when each contact's next delayed trigger is due"
+)
+TABLES: tuple[TopicSpec, ...] = (COOKIES_TABLE, CONTACTS_TABLE, COOKIE_DUE_TABLE, CONTACT_DUE_TABLE)
 
 
 def all_topics() -> tuple[TopicSpec, ...]:
-    return (*PUBLIC_TOPICS, *INTERNAL_TOPICS)
+    return (*PUBLIC_TOPICS, *INTERNAL_TOPICS, *TABLES)
+
+
+def topic_name(settings: Settings, spec: TopicSpec) -> str:
+    """The topic's name on the broker under these settings."""
+    if spec.changelog:
+        return f"{settings.app_id}-{spec.name}-changelog"  # as Faust names a table's changelog
+    return settings.topic(spec.name)
 
 
 async def ensure_topics(
@@ -91,13 +154,13 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(
-                name=settings.topic(spec.name),
+                name=topic_name(settings, spec),
                 num_partitions=settings.topic_partitions,
                 replication_factor=settings.topic_replication,
                 topic_configs=spec.config(),
             )
             for spec in specs
-            if settings.topic(spec.name) not in existing
+            if topic_name(settings, spec) not in existing
         ]
         if not wanted:
             return []

@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from pipeline import codec, links
-from pipeline.clock import Clock, SystemClock
+from pipeline.clock import Clock
 from pipeline.collect import pages
 from pipeline.collect.automation import BurstDetector, judge
 from pipeline.collect.cookies import (
@@ -104,7 +104,7 @@ class Collector:
     ) -> None:
         self.settings = settings
         self.rules = rules
-        self.clock = clock or SystemClock()
+        self.clock = clock or settings.clock()  # MA_CLOCK_FILE, as every process
         self.producer = producer or JsonProducer(settings, client_id="ma-collector")
         self.metrics = CollectorMetrics()
         self.limiter = RateLimiter()

@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline import codec
-from pipeline.clock import Clock, SystemClock
+from pipeline.clock import Clock
 from pipeline.collect.validation import describe_validation_error
 from pipeline.identity import contact_id_for, email_rejection, normalize_email
 from pipeline.kafka import JsonProducer, Record
@@ -163,7 +163,7 @@ async def import_csv(
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Import ``path``; see the module docstring."""
-    clock = clock or SystemClock()
+    clock = clock or settings.clock()
     result = ImportResult()
     topic, dead_letters = settings.topic("contact-updates"), settings.topic("dead-letter")
     producer = JsonProducer(settings, ack_timeout=30, linger_ms=20, client_id="ma-import")

@@ -53,6 +53,13 @@ class ContactUpdate(BaseModel):
     site_id: str | None = Field(
         default=None, description="the site whose server key sent it (POST /v1/contacts)"
     )
+    via: Literal["worker"] | None = Field(
+        default=None,
+        description=(
+            "`worker`: a form's or identify's traits, recorded here by the worker, which "
+            "applies them in order with the contact's events (not from this topic)"
+        ),
+    )
 
 
 class Contact(BaseModel):

@@ -197,6 +197,19 @@ class TriggerRule(_Strict):
     requires: list[Requirement] = Field(default_factory=list)
     suppress_if: Suppress = Field(default_factory=Suppress)
     once_per: Duration | None = Field(default=None, description="none means once ever")
+    history_within: Duration | None = Field(
+        default=None,
+        description=(
+            "how old a match in a cookie's anonymous history may be to count on its first "
+            "link (default: the rule's delay, at least 1 day)"
+        ),
+    )
+
+    @property
+    def history_window(self) -> timedelta:
+        if self.history_within is not None:
+            return self.history_within
+        return max(self.delay, timedelta(days=1))
 
     @field_validator("cancel_if", mode="before")
     @classmethod

@@ -1,5 +1,5 @@
-"""A profile: what the pipeline knows of one subject's behaviour (an anonymous cookie or a
-contact): score and lifecycle stage, per-rule caps, trigger counters and pending triggers.
+"""A profile: what the pipeline knows of one subject's score (an anonymous cookie or a
+contact): score and lifecycle stage, per-rule caps (trigger state: ``pipeline.trigger.state``).
 
 Scoring is a pure function of the profile, the event and the rules:
 
@@ -22,7 +22,6 @@ from pipeline.score.decay import decayed
 
 STAGES = ("lead", "mql", "sql")
 MAX_SEEN = 64  # recent event ids kept per profile for deduplication
-MAX_COUNT_ENTRIES = 200
 
 
 @dataclass(frozen=True)
@@ -49,12 +48,6 @@ class Profile:
     caps: dict[str, dict[str, list[list[Any]]]] = field(default_factory=dict)
     attribute_points: dict[str, float] = field(default_factory=dict)
     attribute_at: dict[str, int] = field(default_factory=dict)  # attribute rule → granted ms
-    counts: dict[str, list[list[Any]]] = field(default_factory=dict)  # trigger → [[ms, id], …]
-    fired: dict[str, int] = field(default_factory=dict)  # trigger rule → last fired ms
-    sent: dict[str, list[int]] = field(default_factory=dict)  # channel → fired ms
-    cancel_seen: dict[str, int] = field(default_factory=dict)  # trigger → last cancel match ms
-    pending: list[dict[str, Any]] = field(default_factory=list)  # delayed triggers
-    web: list[dict[str, Any]] = field(default_factory=list)  # active web triggers
     seen: list[str] = field(default_factory=list)  # recent event ids
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,12 +58,6 @@ class Profile:
             "caps": self.caps,
             "attribute_points": self.attribute_points,
             "attribute_at": self.attribute_at,
-            "counts": self.counts,
-            "fired": self.fired,
-            "sent": self.sent,
-            "cancel_seen": self.cancel_seen,
-            "pending": self.pending,
-            "web": self.web,
             "seen": self.seen,
         }
 
@@ -236,11 +223,8 @@ def score_attributes(
 def absorb(
     contact: Profile, anonymous: Profile, scoring: Scoring, at_ms: int, event_id: str | None
 ) -> ScoreDelta | None:
-    """A cookie's first link: its anonymous score, caps and counters join the contact.
-
-    Anonymous-only trigger state (pending and active web triggers) stays behind: such rules do
-    not apply to an identified contact.
-    """
+    """A cookie's first link: its anonymous score and caps join the contact (its trigger state:
+    ``TriggerState.absorb``)."""
     for rule_id, windows in anonymous.caps.items():
         cap = next((r.cap for r in scoring.rules if r.id == rule_id and r.cap is not None), None)
         if cap is None or not isinstance(windows, dict):
@@ -254,12 +238,6 @@ def absorb(
                 elif displaced is not None:
                     points = next(r.points for r in scoring.rules if r.id == rule_id)
                     _add(contact, -points, int(displaced[0]), scoring)
-    for rule_id, entries in anonymous.counts.items():
-        merged = {entry[1]: entry for entry in contact.counts.get(rule_id, [])}
-        merged.update({entry[1]: entry for entry in entries})
-        contact.counts[rule_id] = sorted(merged.values())[-MAX_COUNT_ENTRIES:]
-    for rule_id, at in anonymous.cancel_seen.items():
-        contact.cancel_seen[rule_id] = max(at, contact.cancel_seen.get(rule_id, 0))
     points = anonymous.score_at(at_ms, scoring.half_life) if anonymous.as_of else 0.0
     if points == 0:
         return None

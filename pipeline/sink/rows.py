@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from pipeline import codec
-from pipeline.worker.steps import ANONYMOUS_EVENTS, CONTACT_WORK
+from pipeline.topics import ANONYMOUS_EVENTS, CONTACT_WORK
 
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "events": (

@@ -15,9 +15,12 @@ trial sign-up yesterday cancels today's "offer a trial" as well as one made afte
 Trigger ids are ``uuid5(TRIGGER_NAMESPACE, "rule|subject|cause event")``: a replay of the same
 input yields the same ids.
 
+Each function reads and updates the subject's ``TriggerState`` (``pipeline.trigger.state``);
+``score`` is the subject's score at that moment, which a fired trigger reports.
+
 Example::
 
-    outcome = on_event(profile, subject, event, rules.triggers, at_ms)
+    outcome = on_event(state, subject, event, rules.triggers, at_ms, score=12.0)
     outcome.fired       # trigger messages to publish now
     outcome.skipped     # [(rule, reason)] for metrics
 """
@@ -31,11 +34,12 @@ from typing import Any
 
 from pipeline.clock import from_millis
 from pipeline.rules.models import TriggerRule, Triggers
-from pipeline.score.profile import MAX_COUNT_ENTRIES, Profile
+from pipeline.trigger.state import MAX_COUNT_ENTRIES, TriggerState
 
 TRIGGER_NAMESPACE = uuid.UUID("c3a9d3f2-5b0e-5f1e-9a57-4d2f6e8b1a10")
 DEFAULT_LOOKBACK = timedelta(days=30)
 WEB_ACTIVE = timedelta(days=1)  # how long a fired web trigger shows in /v1/profile (no once_per)
+MAX_MATCHES = 20  # anonymous history matches kept per event rule
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,9 @@ class Subject:
     @property
     def key(self) -> str:
         return self.contact_id or f"aid:{self.anonymous_id}"
+
+
+IDENTIFIED = Subject(contact_id="-", anonymous_id=None)
 
 
 @dataclass
@@ -91,7 +98,7 @@ def applies(rule: TriggerRule, subject: Subject) -> bool:
 def blocked(
     rule: TriggerRule,
     subject: Subject,
-    profile: Profile,
+    profile: TriggerState,
     rules: Triggers,
     now_ms: int,
     *,
@@ -125,7 +132,7 @@ def _lookback(rule: TriggerRule) -> int:
     return _ms(rule.once_per or DEFAULT_LOOKBACK)
 
 
-def _cancelled(rule: TriggerRule, profile: Profile, cause_ms: int) -> bool:
+def _cancelled(rule: TriggerRule, profile: TriggerState, cause_ms: int) -> bool:
     seen = profile.cancel_seen.get(rule.id)
     return seen is not None and seen >= cause_ms - _lookback(rule)
 
@@ -133,10 +140,13 @@ def _cancelled(rule: TriggerRule, profile: Profile, cause_ms: int) -> bool:
 def _occur(
     rule: TriggerRule,
     subject: Subject,
-    profile: Profile,
+    profile: TriggerState,
     rules: Triggers,
     cause_ms: int,
     cause_ids: list[str],
+    *,
+    score: float,
+    schedule: bool = False,
 ) -> Outcome:
     outcome = Outcome()
     if any(p["rule"] == rule.id for p in profile.pending):
@@ -150,7 +160,8 @@ def _occur(
         return outcome
     # A delayed trigger meets the frequency cap when it is sent (``fire_due``), not now: today's
     # full cap says nothing about tomorrow's.
-    reason = blocked(rule, subject, profile, rules, cause_ms, frequency=not rule.delay)
+    delayed = bool(rule.delay) or schedule
+    reason = blocked(rule, subject, profile, rules, cause_ms, frequency=not delayed)
     if reason is not None:
         outcome.skipped.append((rule.id, reason))
         return outcome
@@ -163,16 +174,21 @@ def _occur(
         "cause_event_ids": cause_ids,
     }
     profile.fired[rule.id] = cause_ms  # once_per counts from the occurrence
-    if rule.delay:
+    if delayed:
         profile.pending.append(pending)
         outcome.scheduled.append(pending)
         return outcome
-    outcome.fired.append(_fire(rule, subject, profile, pending, cause_ms))
+    outcome.fired.append(_fire(rule, subject, profile, pending, cause_ms, score))
     return outcome
 
 
 def _fire(
-    rule: TriggerRule, subject: Subject, profile: Profile, pending: dict[str, Any], now_ms: int
+    rule: TriggerRule,
+    subject: Subject,
+    profile: TriggerState,
+    pending: dict[str, Any],
+    now_ms: int,
+    score: float,
 ) -> dict[str, Any]:
     profile.sent.setdefault(rule.channel, []).append(now_ms)
     if rule.channel == "web":
@@ -187,7 +203,7 @@ def _fire(
         "channel": rule.channel,
         "fired_at": from_millis(now_ms),
         "due_at": from_millis(pending["due_at"]),
-        "score": round(profile.score, 3),
+        "score": round(score, 3),
         "cause_event_ids": pending["cause_event_ids"],
         "attributes": subject.attributes,
     }
@@ -201,7 +217,12 @@ def _fire(
 
 
 def on_event(
-    profile: Profile, subject: Subject, event: dict[str, Any], rules: Triggers, at_ms: int
+    profile: TriggerState,
+    subject: Subject,
+    event: dict[str, Any],
+    rules: Triggers,
+    at_ms: int,
+    score: float = 0.0,
 ) -> Outcome:
     """Evaluate every trigger rule against one (non-automated, new) event."""
     outcome = Outcome()
@@ -213,7 +234,16 @@ def on_event(
         when = rule.when
         if when.event is not None and when.event.matches(event):
             if applicable:
-                outcome.extend(_occur(rule, subject, profile, rules, at_ms, [event_id]))
+                outcome.extend(
+                    _occur(rule, subject, profile, rules, at_ms, [event_id], score=score)
+                )
+            elif not subject.identified and applies(rule, IDENTIFIED):
+                # anonymous history: counts for the contact on the cookie's first link
+                matches = profile.matches.setdefault(rule.id, [])
+                if all(m[1] != event_id for m in matches):
+                    matches.append([at_ms, event_id])
+                    matches.sort()
+                    del matches[:-MAX_MATCHES]
         elif when.count is not None and when.count.match.matches(event):
             # Counted even where the rule does not apply (an anonymous cookie, for an identified
             # rule): on the cookie's first link its counters become the contact's.
@@ -225,36 +255,84 @@ def on_event(
             profile.counts[rule.id] = entries[-MAX_COUNT_ENTRIES:]
             if applicable and len(entries) >= when.count.at_least:
                 cause = [e[1] for e in entries[-when.count.at_least :]]
-                outcome.extend(_occur(rule, subject, profile, rules, at_ms, cause))
+                outcome.extend(_occur(rule, subject, profile, rules, at_ms, cause, score=score))
+    return outcome
+
+
+def on_history(
+    profile: TriggerState,
+    history: TriggerState,
+    subject: Subject,
+    rules: Triggers,
+    at_ms: int,
+    score: float = 0.0,
+) -> Outcome:
+    """A cookie's first link at ``at_ms``: its anonymous ``history`` counts for the contact's
+    identified-only triggers (CONTRACT §5 "anonymous history and triggers").
+
+    A count rule counts the merged matching events inside its window at link time (``absorb``
+    merged the counters). An event rule whose match lies in the history is scheduled from that
+    event's time (``due_at`` = event time + delay) and fires now if that moment has passed,
+    unless the event is older than the rule's ``history_within``. ``once_per``, ``cancel_if``,
+    consent, caps and suppression apply as always.
+    """
+    outcome = Outcome()
+    for rule in rules.rules:
+        if not applies(rule, subject):
+            continue
+        when = rule.when
+        if when.count is not None and history.counts.get(rule.id):
+            window = _ms(when.count.within)
+            entries = [e for e in profile.counts.get(rule.id, []) if at_ms - e[0] < window]
+            if len(entries) >= when.count.at_least:
+                cause = [e[1] for e in entries[-when.count.at_least :]]
+                outcome.extend(_occur(rule, subject, profile, rules, at_ms, cause, score=score))
+        elif when.event is not None:
+            oldest = at_ms - _ms(rule.history_window)
+            for at, event_id in sorted(history.matches.get(rule.id, [])):
+                if at < oldest:
+                    outcome.skipped.append((rule.id, "history_too_old"))
+                    continue
+                occurrence = _occur(
+                    rule, subject, profile, rules, int(at), [str(event_id)], score=score,
+                    schedule=True,
+                )  # fmt: skip
+                outcome.extend(occurrence)
+    outcome.extend(fire_due(profile, subject, rules, at_ms, score))  # whose moment has passed
     return outcome
 
 
 def on_score(
-    profile: Profile,
+    profile: TriggerState,
     subject: Subject,
     before: float,
+    after: float,
     rules: Triggers,
     at_ms: int,
     event_id: str | None,
 ) -> Outcome:
-    """Score threshold rules: an upward crossing of ``score_at_least`` is an occurrence."""
+    """Score threshold rules: an upward crossing of ``score_at_least`` (from ``before`` to
+    ``after``) is an occurrence."""
     outcome = Outcome()
     for rule in rules.rules:
         threshold = rule.when.score_at_least
         if threshold is None or not applies(rule, subject):
             continue
-        if before < threshold <= profile.score:
+        if before < threshold <= after:
             cause = [event_id] if event_id else [f"score@{at_ms}"]
-            outcome.extend(_occur(rule, subject, profile, rules, at_ms, cause))
+            outcome.extend(_occur(rule, subject, profile, rules, at_ms, cause, score=after))
     return outcome
 
 
-def fire_due(profile: Profile, subject: Subject, rules: Triggers, now_ms: int) -> Outcome:
+def fire_due(
+    profile: TriggerState, subject: Subject, rules: Triggers, now_ms: int, score: float = 0.0
+) -> Outcome:
     """Fire the pending triggers due by ``now_ms`` whose conditions still hold; drop the rest."""
     outcome = Outcome()
     keep = []
     by_id = {rule.id: rule for rule in rules.rules}
-    for pending in profile.pending:
+    # in due order (they meet caps in that order; ties: as scheduled), however scheduled
+    for pending in sorted(profile.pending, key=lambda p: int(p["due_at"])):
         if pending["due_at"] > now_ms:
             keep.append(pending)
             continue
@@ -269,10 +347,10 @@ def fire_due(profile: Profile, subject: Subject, rules: Triggers, now_ms: int) -
         if reason is not None:
             outcome.skipped.append((rule.id, reason))
             continue
-        outcome.fired.append(_fire(rule, subject, profile, pending, now_ms))
+        outcome.fired.append(_fire(rule, subject, profile, pending, now_ms, score))
     profile.pending = keep
     return outcome
 
 
-def next_due(profile: Profile) -> int | None:
-    return min((p["due_at"] for p in profile.pending), default=None)
+def next_due(profile: TriggerState) -> int | None:
+    return profile.next_due()

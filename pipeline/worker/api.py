@@ -16,16 +16,14 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline import codec
 from pipeline.warehouse import read
-
-if TYPE_CHECKING:
-    from pipeline.worker.app import Worker
+from pipeline.worker.profiles import Worker, profile_view
 
 log = logging.getLogger(__name__)
 MAX_ROWS = 1_000_000
@@ -139,8 +137,6 @@ def make_api(worker: Worker) -> web.Application:
         return _json(state)
 
     async def profile(request: web.Request) -> web.Response:
-        from pipeline.worker.profiles import profile_view
-
         return _json(profile_view(worker, request.match_info["aid"]))
 
     app.router.add_get("/profile/{aid}", profile)

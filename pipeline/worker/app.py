@@ -19,9 +19,11 @@ lives on the same worker)::
 Stage 1 sends an event still anonymous (no contact) to ``ma.x.anonymous-events``, which only the
 sink reads: stage 2 would have nothing to do with it.
 
-State lives in Faust tables (``MA_STORE``: RocksDB, or memory in tests) changelogged to Kafka,
-changelogged with the key's own partitioner. A timer finds delayed triggers that are due (the
-``*-due`` index tables) and sends a ``due`` tick to the subject's agent, which fires them.
+State lives in Faust tables (``MA_STORE``: RocksDB, or memory in tests) changelogged to Kafka
+with the key's own partitioner (``pipeline.worker.store``); every topic and changelog is created
+before the worker consumes (``pipeline.topics``). Delayed triggers are fired by the stage that
+owns the subject's partition: a timer asks the stage's ``DueIndex`` (``pipeline.worker.due``)
+which keys are due and fires them under the stage's lock, between two of its batches.
 
 Each agent takes up to ``BATCH`` messages at a time; a batch's outputs and changelog records
 are produced together, one batch per partition (``pipeline.worker.produce``), and the batch is
@@ -34,7 +36,7 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiohttp import web
@@ -47,21 +49,27 @@ from pipeline.clock import Clock, to_millis
 from pipeline.rules import RulesWatcher
 from pipeline.settings import Settings
 from pipeline.sink import SinkWriter
-from pipeline.topics import INTERNAL_TOPICS, TopicSpec
+from pipeline.topics import (
+    ANONYMOUS_EVENTS,
+    CONTACT_DUE_TABLE,
+    CONTACT_INPUTS,
+    CONTACT_WORK,
+    CONTACTS_TABLE,
+    COOKIE_COMMANDS,
+    COOKIE_DUE_TABLE,
+    COOKIES_TABLE,
+    SINK_INPUTS,
+    STITCH_INPUTS,
+)
 from pipeline.worker.api import make_api
-from pipeline.worker.faust_fixes import TableManager
+from pipeline.worker.due import DueIndex
+from pipeline.worker.faust_fixes import Consumer, TableManager, broker_url
 from pipeline.worker.metrics import WorkerMetrics
+from pipeline.worker.order import HEARTBEAT_FOR, NEVER, Frontier, wake_time
 from pipeline.worker.produce import produce, wait
 from pipeline.worker.profiles import SegmentMembership
 from pipeline.worker.sink import SinkLoop
-from pipeline.worker.state import TableState
 from pipeline.worker.steps import (
-    ANONYMOUS_EVENTS,
-    CONTACT_INPUTS,
-    CONTACT_WORK,
-    COOKIE_COMMANDS,
-    SINK_INPUTS,
-    STITCH_INPUTS,
     ContactRecord,
     CookieRecord,
     Counters,
@@ -69,34 +77,19 @@ from pipeline.worker.steps import (
     already_applied,
     check_event,
     check_update,
-    contact_step,
+    contact_receive,
+    contact_release,
     cookie_command,
     cookie_step,
     due_step,
+    event_time,
+    message_time,
     stamp,
 )
+from pipeline.worker.store import store_url
 
 log = logging.getLogger(__name__)
 
-INTERNAL_TOPICS.extend(
-    [
-        TopicSpec(
-            CONTACT_WORK,
-            "contact_id",
-            "stage 1 → stage 2: resolved events and identity notices",
-            public=False,
-        ),
-        TopicSpec(
-            COOKIE_COMMANDS, "anonymous_id", "stage 2 → stage 1: unlink commands", public=False
-        ),
-        TopicSpec(
-            ANONYMOUS_EVENTS,
-            "anonymous_id (server events: event_id)",
-            "stage 1 → sink: resolved events without a contact",
-            public=False,
-        ),
-    ]
-)
 OUTPUT_TOPICS = (
     "identities",
     "scores",
@@ -110,7 +103,8 @@ OUTPUT_TOPICS = (
 )
 BATCH = 2_000
 BATCH_WITHIN = 0.02  # seconds a batch waits to fill: throughput vs POST→trigger latency
-TICK_RESEND = 5.0  # seconds before a due tick is sent again if the first was not handled
+DUE_EVERY = 0.25  # seconds between two looks for due delayed triggers and held records
+WATERMARK_EVERY = 0.25  # seconds between stage 1's watermarks when it has no batch to send
 
 
 class Worker:
@@ -137,8 +131,8 @@ class Worker:
         partitions = settings.topic_partitions
         self.app = faust.App(
             settings.app_id,
-            broker=f"kafka://{settings.bootstrap}",
-            store=settings.store,
+            broker=broker_url(settings.bootstrap),
+            store=store_url(settings.store),
             datadir=str(settings.data_dir / "worker"),
             topic_partitions=partitions,
             topic_replication_factor=settings.topic_replication,
@@ -190,16 +184,30 @@ class Worker:
                 value_type=bytes,
             )
 
-        self.cookies = table("cookies")
-        self.contacts = table("contacts")
-        self.cookie_due = table("cookie-due")
-        self.contact_due = table("contact-due")
-        self.state = {
-            t: TableState(t, partitions)
-            for t in (self.cookies, self.contacts, self.cookie_due, self.contact_due)
+        self.cookies = table(COOKIES_TABLE.name)
+        self.contacts = table(CONTACTS_TABLE.name)
+        self.cookie_due = table(COOKIE_DUE_TABLE.name)
+        self.contact_due = table(CONTACT_DUE_TABLE.name)
+        self.due = {
+            self.cookie_due: DueIndex(self.cookie_due),
+            self.contact_due: DueIndex(self.contact_due),
         }
+        # A stage's batch and the firing of its due triggers exclude each other.
+        self.stitch_lock = asyncio.Lock()
+        self.contact_lock = asyncio.Lock()
         self.cookie_topics = settings.topic(COOKIE_COMMANDS)
-        self._ticked: dict[tuple[str, str], float] = {}
+        self.events_topic = settings.topic("events")
+        self.contact_work_topic = settings.topic(CONTACT_WORK)
+        # event-time order (pipeline.worker.order): per partition, (latest received_at, offset)
+        # handled by stage 1 (ma.events) and stage 2 (ma.contact-updates); stage 1's claims
+        self.order_wait_ms = int(settings.order_wait * 1000)
+        self.frontier = Frontier(partitions, self.order_wait_ms)
+        self._seen1: dict[int, tuple[int, int]] = {}
+        self._seen2: dict[int, tuple[int, int]] = {}
+        self._claimed1: dict[str, int] = {}
+        self._wm_sent_at = 0.0
+        self._active1 = 0.0  # when stage 1 last had a batch
+        self._holding: set[str] = set()  # contacts with records held for order
         self._metadata_ready = asyncio.Event()
         self._metadata_lock = asyncio.Lock()
         self.updates_topic = settings.topic("contact-updates")
@@ -216,7 +224,7 @@ class Worker:
             app.task(self._run_sink)
         self.web = web
         app.task(self._serve_api)
-        app.timer(0.25, name="due-triggers")(self._fire_due)
+        app.timer(DUE_EVERY, name="due-triggers")(self._fire_due)
         app.timer(1.0, name="rules-reload")(self._reload_rules)
         self.membership = SegmentMembership()
         if settings.sink:
@@ -238,7 +246,10 @@ class Worker:
         for out in outs:
             value = codec.dumps(out.value) if out.value is not None else None
             key = out.key.encode() if out.key is not None else None
-            records.append((topics[out.topic], key, value))
+            if out.partition is None:
+                records.append((topics[out.topic], key, value))
+            else:
+                records.append((topics[out.topic], key, value, out.partition))
             produced[out.topic].inc()
         if pending is None and records:
             task = asyncio.ensure_future(self.drain(records))
@@ -311,35 +322,26 @@ class Worker:
     # Table keys are bytes, exactly as the topic keys, so the partitioner agrees with the topics.
     def load(self, table: Any, key: str) -> Any:
         """The decoded state of ``key`` in ``table``, or None."""
-        raw = self.state[table].get(key.encode())
+        raw = table.data.get(key.encode())
         return codec.loads(raw) if raw is not None else None
 
-    def write(self, states: list[tuple[Any, Any, str, Any, list[Any]]]) -> list[Any]:
-        """Write a batch's new state: ``(table, due_table, key, state, pending triggers)`` per
-        touched key, ``state`` None to delete it. Returns the changelog records to produce,
-        ``(table, key, value)``.
+    def write(self, states: list[tuple[Any, Any, str, Any, int | None]]) -> list[Any]:
+        """Write a batch's new state: ``(table, due_table, key, state, wake time)`` per touched
+        key, ``state`` None to delete it, the wake time when the key next needs its stage
+        (a held record or a delayed trigger; ``pipeline.worker.due``). Returns the changelog
+        records to produce, ``(table, key, value)``.
 
         Each key is written once per batch. This is what ``table[key] = value`` does, minus
         Faust's per-key changelog path (a future, a trip through its producer buffer and a
         persisted-offset write per record): ``send_changelog`` produces them together.
         """
         changelog: list[Any] = []
-
-        def put(table: Any, key: bytes, raw: bytes | None) -> None:
-            self.state[table].put(key, raw)
-            changelog.append((table, key, raw))
-
-        for table, due_table, key, state, pending in states:
+        for table, due_table, key, state, wake in states:
             encoded = key.encode()
-            put(table, encoded, codec.dumps(state) if state is not None else None)
-            # the due index holds the earliest pending trigger's time
-            due = min((p["due_at"] for p in pending), default=None)
-            current = self.state[due_table].get(encoded)
-            if due is None:
-                if current is not None:
-                    put(due_table, encoded, None)
-            elif current is None or int(current) != due:
-                put(due_table, encoded, str(due).encode())
+            raw = codec.dumps(state) if state is not None else None
+            table.data.put(encoded, raw)
+            changelog.append((table, encoded, raw))
+            changelog += self.due[due_table].set(encoded, wake)
         return changelog
 
     async def send_changelog(self, changelog: list[Any]) -> None:
@@ -357,7 +359,7 @@ class Worker:
             tables[topic].data.set_persisted_offset(TP(topic, partition), offset)
 
     async def commit_batch(
-        self, pending: list[Any], states: list[tuple[Any, Any, str, Any, list[Any]]]
+        self, pending: list[Any], states: list[tuple[Any, Any, str, Any, int | None]]
     ) -> None:
         """Make a batch's effects durable in the order that keeps a crash harmless.
 
@@ -397,127 +399,232 @@ class Worker:
     async def _stitch_agent(self, stream: Any) -> None:
         await self._ensure_metadata()
         async for batch in stream.take_events(BATCH, within=BATCH_WITHIN):
-            rules = self.rules.rules
-            counters = Counters()
-            pending: list[Any] = []
-            records: dict[str, CookieRecord] = {}
+            async with self.stitch_lock:
+                await self._stitch_batch(batch)
 
-            def cookie(key: str, records: dict[str, CookieRecord] = records) -> CookieRecord:
-                record = records.get(key)
-                if record is None:
-                    record = records[key] = CookieRecord.from_dict(self.load(self.cookies, key))
-                return record
+    async def _stitch_batch(self, batch: list[Any]) -> None:
+        rules = self.rules.rules
+        counters = Counters()
+        pending: list[Any] = []
+        records: dict[str, CookieRecord] = {}
 
-            for event in batch:
-                message = event.message
-                try:
-                    key = message.key.decode() if message.key else None
-                    value = codec.loads(message.value)
-                    if message.topic == self.cookie_topics:
-                        if key is None:
-                            raise ValueError("cookie command without a key")
-                        record = cookie(key)
-                        if already_applied(
-                            record.offsets, message.topic, message.partition, message.offset
-                        ):
-                            counters.add("replayed")
-                            continue
-                        if value.get("k") == "due":
-                            self.emit(
-                                due_step(
-                                    record, rules, int(value["at"]), counters, anonymous_id=key
-                                ),
-                                pending,
-                            )
-                        else:
-                            cookie_command(record, value)
-                        continue
-                    aid = check_event(value).get("anonymous_id")
-                    here = (message.partition, message.offset)
-                    if aid is None:  # no cookie: nothing to remember per key
-                        self.emit(
-                            stamp(cookie_step(CookieRecord(), value, rules, counters), *here),
-                            pending,
-                        )
-                        continue
-                    record = cookie(aid)
-                    if already_applied(
-                        record.offsets, message.topic, message.partition, message.offset
-                    ):
-                        counters.add("replayed")
-                        continue
-                    self.emit(stamp(cookie_step(record, value, rules, counters), *here), pending)
-                except Exception as exc:
-                    self.dead_letter("worker:stitch", exc, message.value, pending)
-            await self.commit_batch(
-                pending,
-                [
-                    (
-                        self.cookies,
-                        self.cookie_due,
-                        key,
-                        record.to_dict(),
-                        record.profile.pending,
-                    )
-                    for key, record in records.items()
-                ],
-            )
-            self.metrics.processed.labels("stitch").inc(len(batch))
-            self._count(counters)
+        def cookie(key: str, records: dict[str, CookieRecord] = records) -> CookieRecord:
+            record = records.get(key)
+            if record is None:
+                record = records[key] = CookieRecord.from_dict(self.load(self.cookies, key))
+            return record
 
-    # -- stage 2 ------------------------------------------------------------------------------
-    async def _contact_agent(self, stream: Any) -> None:
-        await self._ensure_metadata()
-        async for batch in stream.take_events(BATCH, within=BATCH_WITHIN):
-            rules = self.rules.rules
-            counters = Counters()
-            pending: list[Any] = []
-            records: dict[str, ContactRecord] = {}
-            for event in batch:
-                message = event.message
-                try:
-                    key = message.key.decode() if message.key else None
-                    value = codec.loads(message.value)
-                    if message.topic == self.updates_topic:
-                        value = {"k": "update", **check_update(value)}
-                    elif value.get("k") == "event" and value["e"].get("contact_id") is None:
-                        continue  # anonymous, from before x.anonymous-events: for the sink
-                    elif value.get("k") == "erase":
-                        continue  # for the sink
+        for event in batch:
+            message = event.message
+            try:
+                key = message.key.decode() if message.key else None
+                value = codec.loads(message.value)
+                if message.topic == self.cookie_topics:
                     if key is None:
-                        raise ValueError("contact-work message without a key")
-                    record = records.get(key) or ContactRecord.from_dict(
-                        key, self.load(self.contacts, key)
-                    )
-                    if record.erased:  # erased earlier in this batch: start afresh
-                        record = ContactRecord.from_dict(key, None)
-                    records[key] = record
+                        raise ValueError("cookie command without a key")
+                    record = cookie(key)
                     if already_applied(
                         record.offsets, message.topic, message.partition, message.offset
                     ):
                         counters.add("replayed")
                         continue
                     if value.get("k") == "due":
-                        self.emit(due_step(record, rules, int(value["at"]), counters), pending)
+                        self.emit(
+                            due_step(record, rules, int(value["at"]), counters, anonymous_id=key),
+                            pending,
+                        )
                     else:
-                        self.emit(contact_step(record, value, rules, counters), pending)
-                except Exception as exc:
-                    self.dead_letter("worker:contact", exc, message.value, pending)
-            await self.commit_batch(
-                pending,
-                [
-                    (
-                        self.contacts,
-                        self.contact_due,
-                        key,
-                        None if record.erased else record.to_dict(),
-                        [] if record.erased else record.profile.pending,
+                        cookie_command(record, value)
+                    continue
+                aid = check_event(value).get("anonymous_id")
+                here = (message.partition, message.offset)
+                self._seen1[message.partition] = (
+                    max(self._seen1.get(message.partition, (NEVER, -1))[0], event_time(value)),
+                    message.offset,
+                )
+                if aid is None:  # no cookie: nothing to remember per key
+                    self.emit(
+                        stamp(cookie_step(CookieRecord(), value, rules, counters), *here),
+                        pending,
                     )
-                    for key, record in records.items()
-                ],
+                    continue
+                record = cookie(aid)
+                if already_applied(
+                    record.offsets, message.topic, message.partition, message.offset
+                ):
+                    counters.add("replayed")
+                    continue
+                self.emit(stamp(cookie_step(record, value, rules, counters), *here), pending)
+            except Exception as exc:
+                self.dead_letter("worker:stitch", exc, message.value, pending)
+        self.emit(await self._watermarks(), pending)  # after the hand-overs they cover
+        self._active1 = asyncio.get_running_loop().time()
+        await self.commit_batch(
+            pending,
+            [
+                (self.cookies, self.cookie_due, key, record.to_dict(), record.triggers.next_due())
+                for key, record in records.items()
+            ],
+        )
+        self.metrics.processed.labels("stitch").inc(len(batch))
+        self._count(counters)
+
+    # -- stage 2 ------------------------------------------------------------------------------
+    async def _contact_agent(self, stream: Any) -> None:
+        await self._ensure_metadata()
+        async for batch in stream.take_events(BATCH, within=BATCH_WITHIN):
+            async with self.contact_lock:
+                await self._contact_batch(batch)
+
+    async def _contact_batch(self, batch: list[Any]) -> None:
+        """Take a batch in (``contact_receive``: deduplicated, held in each contact's inbox),
+        then release what the frontier has passed (``pipeline.worker.order``)."""
+        rules = self.rules.rules
+        counters = Counters()
+        pending: list[Any] = []
+        records: dict[str, ContactRecord] = {}
+        wall = asyncio.get_running_loop().time()
+        for event in batch:
+            message = event.message
+            try:
+                key = message.key.decode() if message.key else None
+                value = codec.loads(message.value)
+                source = 0
+                if message.topic == self.updates_topic:
+                    self._seen2[message.partition] = (
+                        max(
+                            self._seen2.get(message.partition, (NEVER, -1))[0],
+                            message_time({**value, "k": "update"}) or NEVER,
+                        ),
+                        message.offset,
+                    )
+                    if value.get("via") == "worker":
+                        continue  # a form's traits: applied from stage 1's hand-over
+                    value = {"k": "update", **check_update(value)}
+                    source = 1
+                elif value.get("k") == "wm":
+                    for name, w in value["w"].items():
+                        self.frontier.heard(message.partition, name, int(w), wall)
+                    continue
+                elif value.get("k") == "event" and value["e"].get("contact_id") is None:
+                    continue  # anonymous, from before x.anonymous-events: for the sink
+                elif value.get("k") == "erase":
+                    continue  # for the sink
+                if key is None:
+                    raise ValueError("contact-work message without a key")
+                record = records.get(key) or ContactRecord.from_dict(
+                    key, self.load(self.contacts, key)
+                )
+                records[key] = record
+                if already_applied(
+                    record.offsets, message.topic, message.partition, message.offset
+                ):
+                    counters.add("replayed")
+                    continue
+                if value.get("k") == "due":
+                    continue  # a tick of an older version: due times are kept per key now
+                contact_receive(record, value, source, message.offset, counters)
+            except Exception as exc:
+                self.dead_letter("worker:contact", exc, message.value, pending)
+        await self._release(records, rules, counters, pending)
+        await self.commit_batch(pending, self._contact_states(records))
+        self.metrics.processed.labels("contact").inc(len(batch))
+        self._count(counters)
+
+    async def _release(
+        self,
+        records: dict[str, ContactRecord],
+        rules: Any,
+        counters: Counters,
+        pending: list[Any],
+    ) -> None:
+        """Release each contact's held records and due triggers the frontier has passed: the
+        contacts of this batch, and those whose wake time the frontier reached."""
+        now = to_millis(self.clock.now())
+        wall = asyncio.get_running_loop().time()
+        owned = self._owned2()
+        self.frontier.assigned(owned, wall)
+        limits = {}
+        for q in owned:
+            # this partition's own ma.contact-updates is one of its sources
+            seen = self._seen2.get(q)
+            w = seen[0] if seen is not None else NEVER
+            if self._caught_up(TP(self.updates_topic, q), seen):
+                w = max(w, now - self.order_wait_ms)
+            self.frontier.heard(q, "u", w, wall)
+            limits[q] = self.frontier.value(q, now, wall)
+        for raw_key in self.due[self.contact_due].pop_due(lambda q: limits.get(q, NEVER)):
+            key = raw_key.decode()
+            if key not in records:
+                records[key] = ContactRecord.from_dict(key, self.load(self.contacts, key))
+        for key, record in records.items():
+            q = self.contacts.data.partition_of(key.encode())
+            try:
+                self.emit(contact_release(record, limits.get(q, NEVER), rules, counters), pending)
+            except Exception as exc:
+                self.dead_letter("worker:contact", exc, codec.dumps(record.to_dict()), pending)
+                record.inbox.clear()
+            if record.inbox:
+                self._holding.add(key)
+            else:
+                self._holding.discard(key)
+
+    def _contact_states(
+        self, records: dict[str, ContactRecord]
+    ) -> list[tuple[Any, Any, str, Any, int | None]]:
+        return [
+            (
+                self.contacts,
+                self.contact_due,
+                key,
+                None if record.erased else record.to_dict(),
+                None if record.erased else wake_time(record.inbox, record.triggers.pending),
             )
-            self.metrics.processed.labels("contact").inc(len(batch))
-            self._count(counters)
+            for key, record in records.items()
+        ]
+
+    # -- order ----------------------------------------------------------------------------------
+    def _owned2(self) -> set[int]:
+        return {
+            tp.partition
+            for tp in self.app.consumer.assignment()
+            if tp.topic == self.contact_work_topic
+        }
+
+    def _caught_up(self, tp: TP, seen: tuple[int, int] | None) -> bool:
+        """Has this worker handled everything there is on ``tp`` (as of its last fetch)?
+        ``seen``: the offset it last handled there, None if nothing since it got ``tp``."""
+        highwater = self.app.consumer.highwater(tp)
+        if highwater is None:
+            return False
+        if seen is not None:
+            return seen[1] + 1 >= highwater
+        # Nothing handled since the partition was assigned: Faust's read offset is then the
+        # committed offset (nothing fetched: caught up if that is the end), or the offset of a
+        # message fetched and queued, not handled yet (never the end).
+        handed = cast(Consumer, self.app.consumer).handed(tp)
+        return highwater == 0 if handed is None else highwater <= handed
+
+    async def _watermarks(self) -> list[Out]:
+        """Stage 1's watermarks, one record per ``x.contact-work`` partition (``order``)."""
+        now = to_millis(self.clock.now())
+        claims: dict[str, int] = {}
+        for tp in self.app.consumer.assignment():
+            if tp.topic != self.events_topic:
+                continue
+            seen = self._seen1.get(tp.partition)
+            w = seen[0] if seen is not None else NEVER
+            if self._caught_up(tp, seen):
+                w = max(w, now - self.order_wait_ms)
+            claims[f"e{tp.partition}"] = w
+        if not claims:
+            return []
+        self._claimed1 = claims
+        self._wm_sent_at = asyncio.get_running_loop().time()
+        return [
+            Out(CONTACT_WORK, None, {"k": "wm", "w": claims}, partition=q)
+            for q in range(self.settings.topic_partitions)
+        ]
 
     # -- sink ---------------------------------------------------------------------------------
     def migrate(self) -> list[str]:
@@ -548,31 +655,55 @@ class Worker:
 
     # -- timers -------------------------------------------------------------------------------
     async def _fire_due(self) -> None:
-        """Delayed triggers are state: find the due ones and have their agent fire them.
+        """What time alone makes happen, in the stage that owns each key.
 
-        The timer only reads the ``*-due`` indexes and sends a ``due`` tick keyed by the
-        subject; the agent owning that key fires in-stream (re-checking every condition), so
-        all state changes happen in order with the subject's other messages.
+        Stage 1 sends its watermarks (also when idle: others' records wait for them) and fires
+        anonymous delayed triggers up to its own partitions' watermarks; stage 2 releases the
+        contacts whose wake time the frontier passed. Each under its stage's lock, so between
+        two of its batches, committed as a batch is (outputs first, then state). Each stage's
+        ``DueIndex`` follows the partitions Faust assigned this worker (tables recovered).
         """
-        if self.app.rebalancing or getattr(self.app, "in_recovery", False):
+        if self.app.rebalancing or self.app.in_recovery:
             return
         await self._ensure_metadata()
-        now = to_millis(self.clock.now())
-        monotonic = asyncio.get_running_loop().time()
-        for due_table, topic in (
-            (self.contact_due, CONTACT_WORK),
-            (self.cookie_due, COOKIE_COMMANDS),
-        ):
-            for raw_key, raw_due in list(due_table.items()):
-                if raw_due is None or int(raw_due) > now:
-                    continue
+        actives = self.app.assignor.assigned_actives()
+        for due_table in (self.cookie_due, self.contact_due):
+            changelog = due_table.changelog_topic.get_topic_name()
+            self.due[due_table].sync({tp.partition for tp in actives if tp.topic == changelog})
+        rules = self.rules.rules
+        async with self.stitch_lock:
+            pending: list[Any] = []
+            counters = Counters()
+            wall = asyncio.get_running_loop().time()
+            busy = wall - self._active1 < HEARTBEAT_FOR or self._holding
+            if busy and wall - self._wm_sent_at >= WATERMARK_EVERY:
+                self.emit(await self._watermarks(), pending)
+            claims = self._claimed1
+            states = []
+            for raw_key in self.due[self.cookie_due].pop_due(lambda p: claims.get(f"e{p}", NEVER)):
                 key = raw_key.decode()
-                if self._ticked.get((topic, key), 0) > monotonic:
-                    continue  # a tick is on its way
-                self._ticked[(topic, key)] = monotonic + TICK_RESEND
-                self.emit([Out(topic, key, {"k": "due", "at": now})])
-        if len(self._ticked) > 10_000:
-            self._ticked = {k: v for k, v in self._ticked.items() if v > monotonic}
+                cookie = CookieRecord.from_dict(self.load(self.cookies, key))
+                upto = claims.get(f"e{self.cookies.data.partition_of(raw_key)}", NEVER)
+                while (due := cookie.triggers.next_due()) is not None and due <= upto:
+                    self.emit(due_step(cookie, rules, due, counters, anonymous_id=key), pending)
+                states.append(
+                    (
+                        self.cookies,
+                        self.cookie_due,
+                        key,
+                        cookie.to_dict(),
+                        cookie.triggers.next_due(),
+                    )
+                )
+            await self.commit_batch(pending, states)
+            self._count(counters)
+        async with self.contact_lock:
+            pending = []
+            counters = Counters()
+            records: dict[str, ContactRecord] = {}
+            await self._release(records, rules, counters, pending)
+            await self.commit_batch(pending, self._contact_states(records))
+            self._count(counters)
 
     async def _refresh_segments(self) -> None:
         await self.membership.refresh(self)

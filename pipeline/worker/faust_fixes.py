@@ -1,100 +1,101 @@
-"""Two changes to faust-streaming 0.15.3: a fix for a recovery race that stops partitions
-committing, and a cheaper hand-off of each fetched message to the agents.
+"""The two Faust defects the worker works around, each through a Faust extension point.
 
-## The recovery race
+Both are about messages a starting (or rebalancing) worker fetched before Faust is ready for
+them: Faust drops them and counts on "seek to the committed offset" to fetch them again. Each
+has a test in ``tests/integration/worker/test_faust_fixes.py`` that fails once the defect is
+gone, so that the work-around can go too.
 
-**The race** (faust-streaming issue #596, open). A worker that starts or rebalances restores its
-tables first, with the fetcher running and the stream partitions paused. When the tables are
-restored, ``Recovery.on_recovery_completed``:
+## 1. A partition never committed is not fetched again: the restart that read nothing
 
-1. resumes the stream partitions: the running fetcher starts handing stream messages to the
-   agents' queues (each one counted as read and tracked as not yet acknowledged);
-2. seeks every partition to its committed offset: one broker round trip per partition, a
-   fraction of a second during which step 1 keeps delivering;
-3. calls ``app.flow_control.resume()``, which *empties every agent queue*
-   (``FlowControlQueue(clear_on_resume=True)``, meant for messages of revoked partitions).
+**The defect** (faust-streaming 0.15.3 with aiokafka 0.14; same family as faust-streaming
+#216). Messages fetched while Faust's flow is stopped are dropped on purpose: ``getmany``
+finds the flow inactive and calls ``perform_seek`` ("seek back to committed offsets"), and the
+fetcher's hand-off is cut short by ``suspend_flow`` during a rebalance. Both rely on
+``perform_seek`` rewinding every partition to its committed offset. It does not rewind a
+partition that has *no* committed offset (or offset 0): aiokafka's ``seek_to_committed`` seeks
+only ``if offset and offset > 0``. The dropped messages of such a partition are never fetched
+again, Faust commits a partition only up to its first unacknowledged offset, so the partition
+never commits, and every restart repeats it. Seen on our worker after ``kill -9`` under CPU
+load: "worker ready", every partition active, ``events:0`` read nothing, lag stuck at 19.
 
-Messages delivered in step 2 and still queued at step 3 are dropped: never processed, never
-acknowledged, and not fetched again when the fetch position is already past them. Faust commits
-a partition only up to its first unacknowledged offset (``Consumer._new_offset``), so such a
-partition never commits again: its lag never drains, and every restart processes it again.
-Traced on our worker after a ``kill -9``: ``x.contact-work:2`` had offsets 0–55 delivered during
-the seek, 0–31 processed, 32–55 cleared, then 56–118 acknowledged behind the gap for good.
+**The work-around**: a Faust transport (``ma-kafka://``, registered in Faust's transport
+registry by our ``faust.transports`` entry point) whose consumer's ``perform_seek`` also seeks
+those partitions to the start of the log, which is what ``auto_offset_reset=earliest`` means.
 
-**The fix** keeps Faust's order and changes only what step 3 drops: messages of partitions this
-worker no longer owns (what the clearing is for) are dropped, messages of its current assignment
-stay queued and are processed. A message the seek then fetches again is processed twice, which
-the worker already tolerates (replays are detected by source offsets, the sink is idempotent).
+## 2. Recovery clears messages of the current assignment (faust-streaming #596, open)
 
-## The hand-off of each fetched message
-Faust's fetcher (``Consumer._drain_messages``) hands every message to the conductor with
-``wait_first(callback(message), suspend_flow.wait())``: four tasks and an ``asyncio.wait`` per
-message, so that a rebalance can interrupt a hand-off that waits (flow control paused, Faust's
-producer buffer over its mark, an agent queue full). Profiled on our worker at ~2,400 events/s,
-that was the largest single cost left on the event loop. ``_drain_messages`` below is Faust's
-loop with one change: when nothing on the conductor's path can wait (no suspension asked, flow
-control open, the producer buffer below its mark; agent queues are far larger than a batch and
-Faust pauses a partition well before its queue fills), it awaits ``callback(message)`` directly;
-otherwise it does exactly what Faust does. Worker throughput: 2,200 → 2,800 events/s (20k-event
-runs on the development machine).
+A worker that starts or rebalances restores its tables first, with the stream partitions paused.
+When the tables are restored, ``Recovery.on_recovery_completed`` (1) resumes the stream
+partitions, (2) seeks each to its committed offset (one broker round trip per partition, while
+the fetcher keeps delivering), then (3) calls ``app.flow_control.resume()``, which *empties
+every agent queue* (``FlowControlQueue(clear_on_resume=True)``, meant for messages of revoked
+partitions). Messages delivered in (2) and still queued at (3) are dropped, and are not fetched
+again when the fetch position is already past them: that partition never commits again.
 
-Both reach into Faust internals, so importing this module checks that the Faust code they rely
-on is the 0.15.3 code they were written against, and refuses to run otherwise.
+**The work-around** (``TableManager=`` app setting, whose ``Recovery`` it builds) keeps Faust's
+order and changes only what step 3 drops: messages of partitions this worker no longer owns are
+dropped, messages of its current assignment stay queued and are processed. A message the seek
+then fetches again is processed twice, which the worker tolerates (replays are recognised by
+source offsets; the sink is idempotent).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import inspect
 import logging
 from typing import Any
 
-import faust
 from faust.tables.manager import TableManager as FaustTableManager
 from faust.tables.recovery import Recovery as FaustRecovery
-from faust.transport.consumer import CONSUMER_FETCHING
-from faust.transport.consumer import Consumer as FaustConsumer
-from mode.utils.queues import FlowControlEvent
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 log = logging.getLogger(__name__)
 
-FAUST_VERSION = "0.15.3"
-
-#: sha256 of the source of each Faust/mode function this module relies on, as in 0.15.3.
-_EXPECTED = {
-    FaustRecovery.on_recovery_completed: (
-        "6ef567acf072e46da3fccbccc6d662371f634f622c3d510972d5df81f70ae3ac"
-    ),
-    FaustTableManager.recovery.fget: (  # type: ignore[attr-defined]
-        "f0bf5de78b4c3d235c3554010480f407010ccb7c481c68852a985542b952df32"
-    ),
-    FaustConsumer._drain_messages: (
-        "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
-    ),
-}
+#: The broker URL scheme of ``Transport`` (``faust.transports`` entry point in pyproject.toml).
+SCHEME = "ma-kafka"
 
 
-def check_faust() -> None:
-    """Refuse to run on a Faust whose code differs from what this fix was written against."""
-    if faust.__version__ != FAUST_VERSION:
-        raise RuntimeError(
-            f"pipeline.worker.faust_fixes is written for faust-streaming {FAUST_VERSION}, "
-            f"found {faust.__version__}: check whether the recovery race (faust-streaming "
-            "#596) is fixed there, then update or drop this fix"
-        )
-    for function, expected in _EXPECTED.items():
-        source = inspect.getsource(function).encode()
-        if hashlib.sha256(source).hexdigest() != expected:
-            raise RuntimeError(
-                f"faust's {function.__qualname__} is not the faust-streaming {FAUST_VERSION} "
-                "code pipeline.worker.faust_fixes was written against: re-check the fix"
-            )
-    if "self.clear()" not in inspect.getsource(FlowControlEvent.resume):
-        raise RuntimeError("mode's FlowControlEvent.resume no longer clears its queues itself")
+class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """The thread that owns Faust's aiokafka consumer; its seek to committed offsets also
+    rewinds stream partitions that have none (work-around 1 above)."""
+
+    async def seek_to_committed(self) -> Any:
+        return await self.call_thread(self._seek_to_committed)
+
+    async def _seek_to_committed(self) -> Any:
+        consumer = self._ensure_consumer()
+        committed = await consumer.seek_to_committed()
+        changelogs = self.app.tables.changelog_topics
+        never = [
+            tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs
+        ]
+        if never:
+            await consumer.seek_to_beginning(*never)
+        return committed
 
 
-check_faust()
+class Consumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer, in the thread above."""
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def handed(self, tp: Any) -> int | None:
+        """Where Faust got to on ``tp``: the committed offset after a seek (the next to read),
+        then the offset of each message it hands to the agents; None before either. (Read
+        by the worker's watermarks, ``pipeline.worker.order``.)"""
+        offset: int | None = self._read_offset.get(tp)
+        return offset
+
+
+class Transport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport with the consumer above: ``broker="ma-kafka://host:port"``."""
+
+    Consumer = Consumer
+
+
+def broker_url(bootstrap: str) -> str:
+    """The ``faust.App(broker=...)`` of a bootstrap list ``host:port[,host:port]``."""
+    return ";".join(f"{SCHEME}://{server}" for server in bootstrap.split(","))
 
 
 def _partition_of(item: Any) -> Any:
@@ -103,7 +104,7 @@ def _partition_of(item: Any) -> Any:
 
 
 class Recovery(FaustRecovery):
-    """Faust's recovery, keeping queued messages of the current assignment (see above)."""
+    """Faust's recovery, keeping queued messages of the current assignment (work-around 2)."""
 
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
         flow = self.app.flow_control
@@ -136,84 +137,3 @@ class TableManager(FaustTableManager):
         if self._recovery is None:
             self._recovery = Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery
-
-
-async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover
-    """Faust 0.15.3's ``Consumer._drain_messages`` (BSD licence), handing each message to the
-    conductor directly when that cannot block (see the module docstring)."""
-    callback = self.callback
-    getmany = self.getmany
-    consumer_should_stop = self._stopped.is_set
-    fetcher_should_stop = fetcher._stopped.is_set
-    get_read_offset = self._read_offset.__getitem__
-    set_read_offset = self._read_offset.__setitem__
-    flag_consumer_fetching = CONSUMER_FETCHING
-    set_flag = self.diag.set_flag
-    unset_flag = self.diag.unset_flag
-    commit_every = self._commit_every
-    acks_enabled_for = self.app.topics.acks_enabled_for
-    suspended = self.suspend_flow.is_set
-    flow_active = self.app.flow_control.is_active
-    buffer = self.app.producer.buffer
-
-    yield_every = 100
-    num_since_yield = 0
-    sleep = asyncio.sleep
-
-    try:
-        while not (consumer_should_stop() or fetcher_should_stop()):
-            set_flag(flag_consumer_fetching)
-            ait = getmany(timeout=1.0)
-            await self.sleep(0)
-            if not self.should_stop:
-                async for tp, message in ait:
-                    num_since_yield += 1
-                    if num_since_yield > yield_every:
-                        await sleep(0)
-                        num_since_yield = 0
-                    offset = message.offset
-                    r_offset = get_read_offset(tp)
-                    if r_offset is None or offset >= r_offset:
-                        gap = offset - (r_offset or 0)
-                        if gap > 1 and r_offset:
-                            acks_enabled = acks_enabled_for(message.topic)
-                            if acks_enabled:
-                                await self._add_gap(tp, r_offset + 1, offset)
-                        if commit_every is not None and self._n_acked >= commit_every:
-                            self._n_acked = 0
-                            await self.commit()
-                        if not suspended() and flow_active() and buffer.size <= buffer.max_messages:
-                            # Nothing on the conductor's path can wait now (flow control
-                            # open, producer buffer below its mark, agent queues far larger
-                            # than a batch): no need for Faust's four tasks per message that
-                            # let a rebalance interrupt a waiting hand-off.
-                            await callback(message)
-                        else:
-                            await self.wait_first(callback(message), self.suspend_flow.wait())
-                        set_read_offset(tp, offset)
-                    else:
-                        self.log.dev(
-                            "DROPPED MESSAGE ROFF %r: k=%r v=%r",
-                            offset,
-                            message.key,
-                            message.value,
-                        )
-            unset_flag(flag_consumer_fetching)
-    except self.consumer_stopped_errors:
-        if self.transport.app.should_stop:
-            self.log.info("Broker stopped consumer, shutting down...")
-            return
-        raise
-    except asyncio.CancelledError:
-        if self.transport.app.should_stop:
-            self.log.info("Consumer shutting down for user cancel.")
-            return
-        raise
-    except Exception as exc:
-        self.log.exception("Drain messages raised: %r", exc)
-        raise
-    finally:
-        unset_flag(flag_consumer_fetching)
-
-
-FaustConsumer._drain_messages = _drain_messages  # type: ignore[method-assign]

@@ -31,7 +31,8 @@ from pipeline.kafka import partition_for
 
 log = logging.getLogger(__name__)
 
-Record = tuple[str, bytes | None, bytes | None]  # topic, key, value (None: a tombstone)
+#: topic, key, value (None: a tombstone), and optionally the partition (else the key's)
+Record = tuple[str, bytes | None, bytes | None] | tuple[str, bytes | None, bytes | None, int]
 
 _spread = itertools.count()
 
@@ -50,12 +51,16 @@ async def produce(producer: AIOKafkaProducer, records: Iterable[Record]) -> list
     """Submit ``records`` grouped per partition; returns at once with their futures."""
     by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
     partitions: dict[str, list[int]] = {}
-    for topic, key, value in records:
+    for topic, key, value, *explicit in records:
         known = partitions.get(topic)
         if known is None:
             known = partitions[topic] = sorted(await producer.partitions_for(topic))
-        # no key: any partition, in turn
-        partition = known[next(_spread) % len(known)] if key is None else partition_for(key, known)
+        if explicit:
+            partition = explicit[0]
+        elif key is None:  # any partition, in turn
+            partition = known[next(_spread) % len(known)]
+        else:
+            partition = partition_for(key, known)
         by_partition.setdefault((topic, partition), []).append((key, value))
     sent: list[Sent] = []
     for (topic, partition), items in by_partition.items():

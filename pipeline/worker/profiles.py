@@ -13,15 +13,34 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
 
-from pipeline.clock import from_millis, to_millis
+from pipeline.clickhouse import ClickHouse
+from pipeline.clock import Clock, from_millis, to_millis
+from pipeline.rules import RulesWatcher
 from pipeline.segments import compile_segment
+from pipeline.settings import Settings
+from pipeline.worker.metrics import WorkerMetrics
 
-if TYPE_CHECKING:
-    from pipeline.worker.app import Worker
+
+class Worker(Protocol):
+    """What the worker's API and profiles read of the running worker (``worker.app.Worker``
+    is one): a protocol, so that these modules do not import the app that serves them."""
+
+    settings: Settings
+    rules: RulesWatcher
+    clock: Clock
+    metrics: WorkerMetrics
+    clickhouse: ClickHouse | None
+    app: Any  # the Faust app (debug pages)
+    cookies: Any  # the worker's tables
+    contacts: Any
+    membership: SegmentMembership
+
+    def load(self, table: Any, key: str) -> Any: ...
+
 
 log = logging.getLogger(__name__)
 MAX_MEMBERS = 2_000_000  # larger segments are left out of profiles (they say nothing specific)
@@ -73,16 +92,23 @@ def _active(entries: list[dict[str, Any]], now_ms: int) -> list[dict[str, Any]]:
     ]
 
 
+def _triggers(state: dict[str, Any] | None) -> dict[str, Any]:
+    """A key's trigger state (in its profile in state written by older versions)."""
+    state = state or {}
+    found: dict[str, Any] = state.get("triggers") or state.get("profile") or {}
+    return found
+
+
 def profile_view(worker: Worker, anonymous_id: str) -> dict[str, Any]:
     """What ``/v1/profile`` answers for a cookie."""
     now_ms = to_millis(worker.clock.now())
     cookie = worker.load(worker.cookies, anonymous_id)
     contact_id = (cookie or {}).get("cookie", {}).get("contact_id")
-    web = _active(((cookie or {}).get("profile") or {}).get("web") or [], now_ms)
+    web = _active(_triggers(cookie).get("web") or [], now_ms)
     segments: list[str] = []
     if contact_id:
         contact = worker.load(worker.contacts, contact_id)
-        web += _active(((contact or {}).get("profile") or {}).get("web") or [], now_ms)
+        web += _active(_triggers(contact).get("web") or [], now_ms)
         segments = sorted(worker.membership.by_contact.get(contact_id, []))
     return {
         "anonymous_id": anonymous_id,

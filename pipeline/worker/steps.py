@@ -32,26 +32,28 @@ from pipeline.rules.models import Rules
 from pipeline.score.profile import Profile, ScoreDelta, absorb, score_attributes, score_event
 from pipeline.stitch.decide import Cookie, evidence_for
 from pipeline.stitch.decide import decide as decide_identity
-from pipeline.trigger.decide import Outcome, Subject, fire_due, on_event, on_score
-
-CONTACT_WORK = "x.contact-work"
-COOKIE_COMMANDS = "x.cookie-commands"
-#: stage 1 → the sink only: events with no contact (stage 2 has nothing to do with them)
-ANONYMOUS_EVENTS = "x.anonymous-events"
-#: What each stage reads (one consumer group, ``MA_APP_ID``), and what the sink reads (its own
-#: group, ``<MA_APP_ID>-sink``). Topic names before ``MA_TOPIC_PREFIX``.
-STITCH_INPUTS = ("events", COOKIE_COMMANDS)
-CONTACT_INPUTS = (CONTACT_WORK, "contact-updates")
-SINK_INPUTS = (CONTACT_WORK, ANONYMOUS_EVENTS, "identities", "contacts", "scores", "triggers")
+from pipeline.topics import ANONYMOUS_EVENTS, CONTACT_WORK, COOKIE_COMMANDS
+from pipeline.trigger.decide import (
+    Outcome,
+    Subject,
+    fire_due,
+    on_event,
+    on_history,
+    on_score,
+)
+from pipeline.trigger.state import TriggerState
+from pipeline.worker.order import INBOX_LIMIT, hold, order_key
 
 
 @dataclass(frozen=True)
 class Out:
-    """A record to produce: topic short name (without prefix), key, JSON value (None: tombstone)."""
+    """A record to produce: topic short name (without prefix), key, JSON value (None: tombstone),
+    and a partition when it is not the key's (watermarks go to every partition)."""
 
     topic: str
     key: str | None
     value: dict[str, Any] | None
+    partition: int | None = None
 
 
 @dataclass
@@ -118,13 +120,15 @@ class CookieRecord:
     """Stage-1 state of one key of ``ma.events`` (usually an ``anonymous_id``)."""
 
     cookie: Cookie = field(default_factory=Cookie)
-    profile: Profile = field(default_factory=Profile)  # the anonymous profile
+    profile: Profile = field(default_factory=Profile)  # the anonymous score
     offsets: dict[str, int] = field(default_factory=dict)  # see ``already_applied``
+    triggers: TriggerState = field(default_factory=TriggerState)  # the anonymous trigger state
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "cookie": self.cookie.to_dict(),
             "profile": self.profile.to_dict(),
+            "triggers": self.triggers.to_dict(),
             "offsets": self.offsets,
         }
 
@@ -136,6 +140,8 @@ class CookieRecord:
             Cookie.from_dict(data.get("cookie")),
             Profile.from_dict(data.get("profile")),
             dict(data.get("offsets") or {}),
+            # state written before trigger state had its own place kept it in the profile
+            TriggerState.from_dict(data.get("triggers") or data.get("profile")),
         )
 
 
@@ -227,12 +233,18 @@ def cookie_step(
         )
         if decision.previous_contact_id:
             outs.append(
-                Out(CONTACT_WORK, decision.previous_contact_id, {"k": "unlinked", "aid": aid})
+                Out(
+                    CONTACT_WORK,
+                    decision.previous_contact_id,
+                    {"k": "unlinked", "aid": aid, "at": at},
+                )
             )
         if decision.cookie_contact_id:
             outs.append(
                 Out(CONTACT_WORK, decision.cookie_contact_id, {"k": "linked", "aid": aid, "at": at})
             )
+    # a form's traits (consent, title) count before the history it brings in
+    outs += _contact_update_from_form(event)
     if decision.first_link:
         outs.append(
             Out(
@@ -244,11 +256,12 @@ def cookie_step(
                     "at": at,
                     "event_id": event_id,
                     "profile": record.profile.to_dict(),
+                    "triggers": record.triggers.to_dict(),
                 },
             )
         )
         record.profile = Profile(seen=record.profile.seen)
-    outs += _contact_update_from_form(event)
+        record.triggers = TriggerState()
     contact_id = decision.contact_id
     resolved = {
         **event,
@@ -276,14 +289,20 @@ def _anonymous_scoring(
     before = profile.score_at(at, rules.scoring.half_life)
     deltas = score_event(profile, event, rules.scoring, at)
     subject = Subject(contact_id=None, anonymous_id=aid)
-    outcome = on_event(profile, subject, event, rules.triggers, at)
+    outcome = on_event(record.triggers, subject, event, rules.triggers, at, profile.score)
     if deltas:
-        outcome.extend(on_score(profile, subject, before, rules.triggers, at, event["event_id"]))
+        outcome.extend(
+            on_score(
+                record.triggers, subject, before, profile.score, rules.triggers, at,
+                event["event_id"],
+            )
+        )  # fmt: skip
     return _score_out(deltas, None, aid, at) + _trigger_out(outcome, subject, counters)
 
 
 def _contact_update_from_form(event: dict[str, Any]) -> list[Out]:
-    """Form fields and identify traits become contact attributes (source ``form``/``identify``)."""
+    """Form fields and identify traits become contact attributes (source ``form``/``identify``):
+    a hand-over to stage 2, and the record of it on ``ma.contact-updates``."""
     if event.get("type") not in ("form_submit", "identify"):
         return []
     contact_id = evidence_for(event)
@@ -311,7 +330,12 @@ def _contact_update_from_form(event: dict[str, Any]) -> list[Out]:
         "0",
     ):
         update["consent_email"] = consent is True or consent in ("true", "on", "yes", "1")
-    return [Out("contact-updates", contact_id, update)]
+    # Stage 2 applies it from the hand-over, in order with the contact's events; the record
+    # on ma.contact-updates is the audit trail of what the form said (stage 2 skips it).
+    return [
+        Out("contact-updates", contact_id, {**update, "via": "worker"}),
+        Out(CONTACT_WORK, contact_id, {"k": "update", **update}),
+    ]
 
 
 # -- stage 2 --------------------------------------------------------------------------------------
@@ -326,6 +350,9 @@ class ContactRecord:
     erased: bool = False  # ``forget``: the agent deletes the state
     offsets: dict[str, int] = field(default_factory=dict)  # see ``already_applied``
     sources: dict[str, list[int]] = field(default_factory=dict)  # see ``stamp``
+    inbox: list[list[Any]] = field(default_factory=list)  # held records: ``pipeline.worker.order``
+    applied: int = 0  # the latest event time applied (for counting late records)
+    triggers: TriggerState = field(default_factory=TriggerState)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -335,6 +362,9 @@ class ContactRecord:
             "absorbed": self.absorbed,
             "offsets": self.offsets,
             "sources": self.sources,
+            "inbox": self.inbox,
+            "applied": self.applied,
+            "triggers": self.triggers.to_dict(),
         }
 
     @classmethod
@@ -348,6 +378,10 @@ class ContactRecord:
             list(data.get("absorbed") or ()),
             offsets=dict(data.get("offsets") or {}),
             sources=dict(data.get("sources") or {}),
+            inbox=list(data.get("inbox") or ()),
+            applied=int(data.get("applied") or 0),
+            # state written before trigger state had its own place kept it in the profile
+            triggers=TriggerState.from_dict(data.get("triggers") or data.get("profile")),
         )
 
     def subject(self) -> Subject:
@@ -392,15 +426,76 @@ def _replayed(record: ContactRecord, message: dict[str, Any]) -> bool:
     return False
 
 
+def message_time(message: dict[str, Any]) -> int | None:
+    """The event time of a stage-2 message (None: an old record without one)."""
+    kind = message.get("k", "update")
+    if kind == "event":
+        return event_time(message["e"])
+    if kind == "update":
+        return event_time(message) if message.get("received_at") is not None else None
+    at = message.get("at")
+    return int(at) if at is not None else None
+
+
+def contact_receive(
+    record: ContactRecord,
+    message: dict[str, Any],
+    source: int,
+    offset: int,
+    counters: Counters | None = None,
+) -> bool:
+    """Stage 2 takes a message in: recognise a replay, else hold it in the contact's inbox
+    until the frontier passes it (``contact_release``). False for a replay."""
+    if _replayed(record, message):
+        if counters is not None:
+            counters.add("replayed")
+        return False
+    at = message_time(message)
+    hold(record.inbox, order_key(message, -1 if at is None else at, source, offset), message)
+    return True
+
+
+def contact_release(
+    record: ContactRecord, upto: int, rules: Rules, counters: Counters | None = None
+) -> list[Out]:
+    """Apply the contact's held records and fire its delayed triggers up to ``upto`` (the
+    frontier), in event-time order. A contact erased on the way starts afresh with the rest."""
+    counters = counters or Counters()
+    outs: list[Out] = []
+    while True:
+        inbox = record.inbox
+        first = inbox[0][0] if inbox else None
+        due = None if record.erased else record.triggers.next_due()
+        if due is not None and due <= upto and (first is None or due < first):
+            outs += due_step(record, rules, due, counters)
+            continue
+        if first is None or (first > upto and len(inbox) <= INBOX_LIMIT):
+            return outs
+        if first > upto:
+            counters.add("order_overflow")
+        message = inbox.pop(0)[-1]
+        if record.erased:  # forgotten: what follows is about a new person
+            fresh = ContactRecord.from_dict(record.contact.contact_id, None)
+            fresh.inbox, fresh.offsets, fresh.sources = inbox, record.offsets, record.sources
+            record.__dict__.update(fresh.__dict__)
+        if 0 <= first < record.applied:
+            counters.add("late")
+        record.applied = max(record.applied, first)
+        outs += contact_step(record, message, rules, counters, dedup=False)
+
+
 def contact_step(
     record: ContactRecord,
     message: dict[str, Any],
     rules: Rules,
     counters: Counters | None = None,
+    *,
+    dedup: bool = True,
 ) -> list[Out]:
-    """Stage 2 for one ``contact-work`` message or ``ma.contact-updates`` value."""
+    """Stage 2 for one ``contact-work`` message or ``ma.contact-updates`` value, applied now
+    (``contact_receive`` and ``contact_release`` apply them in event-time order)."""
     counters = counters or Counters()
-    if _replayed(record, message):
+    if dedup and _replayed(record, message):
         counters.add("replayed")
         return []
     kind = message.get("k", "update")
@@ -425,13 +520,20 @@ def contact_step(
             at,
             message.get("event_id"),
         )
-        if delta is None:
-            return []
+        history = TriggerState.from_dict(message.get("triggers") or message["profile"])
+        record.triggers.absorb(history)
         subject = record.subject()
-        outcome = on_score(
-            record.profile, subject, before, rules.triggers, at, message.get("event_id")
-        )
-        return _score_out([delta], contact_id, None, at) + _trigger_out(outcome, subject, counters)
+        score = record.profile.score
+        outcome = Outcome()
+        outs = []
+        if delta is not None:
+            outcome = on_score(
+                record.triggers, subject, before, score, rules.triggers, at,
+                message.get("event_id"),
+            )  # fmt: skip
+            outs = _score_out([delta], contact_id, None, at)
+        outcome.extend(on_history(record.triggers, history, subject, rules.triggers, at, score))
+        return outs + _trigger_out(outcome, subject, counters)
     if kind == "linked":
         return _track_cookie(record, message["aid"], int(message["at"]), rules, counters)
     if kind == "due":
@@ -499,9 +601,14 @@ def _contact_event(
     before = profile.score_at(at, rules.scoring.half_life)
     deltas = score_event(profile, event, rules.scoring, at)
     subject = record.subject()
-    outcome = on_event(profile, subject, event, rules.triggers, at)
+    outcome = on_event(record.triggers, subject, event, rules.triggers, at, profile.score)
     if deltas:
-        outcome.extend(on_score(profile, subject, before, rules.triggers, at, event["event_id"]))
+        outcome.extend(
+            on_score(
+                record.triggers, subject, before, profile.score, rules.triggers, at,
+                event["event_id"],
+            )
+        )  # fmt: skip
     return (
         outs + _score_out(deltas, contact_id, None, at) + _trigger_out(outcome, subject, counters)
     )
@@ -521,7 +628,9 @@ def _contact_update(
     deltas = score_attributes(record.profile, attributes, rules.scoring, at, cause)
     if deltas:
         subject = record.subject()
-        outcome = on_score(record.profile, subject, before, rules.triggers, at, cause)
+        outcome = on_score(
+            record.triggers, subject, before, record.profile.score, rules.triggers, at, cause
+        )
         outs += _score_out(deltas, contact_id, None, at) + _trigger_out(outcome, subject, counters)
     return outs
 
@@ -568,7 +677,7 @@ def due_step(
         subject = record.subject()
     else:
         subject = Subject(contact_id=None, anonymous_id=anonymous_id)
-    outcome = fire_due(record.profile, subject, rules.triggers, now_ms)
+    outcome = fire_due(record.triggers, subject, rules.triggers, now_ms, record.profile.score)
     return _trigger_out(outcome, subject, counters)
 
 
@@ -582,3 +691,4 @@ def cookie_command(record: CookieRecord, command: dict[str, Any]) -> None:
         # later events stay anonymous instead of re-attaching to anyone.
         record.cookie = Cookie(flagged=True, ever_linked=True)
         record.profile = Profile(seen=record.profile.seen)
+        record.triggers = TriggerState()

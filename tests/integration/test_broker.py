@@ -15,7 +15,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pipeline import codec
 from pipeline.broker import LocalBroker
 from pipeline.settings import Settings
-from pipeline.topics import PUBLIC_TOPICS, ensure_topics
+from pipeline.topics import PUBLIC_TOPICS, all_topics, ensure_topics, topic_name
 from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,10 @@ async def test_json_events_round_trip_through_the_broker(topics: Settings) -> No
 
 async def test_topics_are_created_once_with_the_configured_partitions(settings: Settings) -> None:
     created = await ensure_topics(settings)
-    assert sorted(created) == sorted(settings.topic(t.name) for t in PUBLIC_TOPICS)
+    # every topic the pipeline uses, the worker's internal ones and table changelogs included
+    assert sorted(created) == sorted(topic_name(settings, t) for t in all_topics())
+    assert {settings.topic(t.name) for t in PUBLIC_TOPICS} < set(created)
+    assert f"{settings.app_id}-contact-due-changelog" in created
     assert await ensure_topics(settings) == []  # idempotent
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
     await admin.start()

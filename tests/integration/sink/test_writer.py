@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.clickhouse import ClickHouse
 from pipeline.sink import SinkWriter, rows_for
-from pipeline.worker.steps import CONTACT_WORK
+from pipeline.topics import CONTACT_WORK
 from tests.conftest import free_port
 from tests.integration.sink.conftest import Warehouse
 

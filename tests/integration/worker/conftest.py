@@ -210,17 +210,22 @@ def new_email(name: str = "person") -> str:
 
 @contextlib.asynccontextmanager
 async def open_stack(
-    kafka_bootstrap: str, tmp: Path, store: str = "memory://", **settings_: Any
+    kafka_bootstrap: str,
+    tmp: Path,
+    store: str = "memory://",
+    *,
+    rules: str | None = None,
+    **settings_: Any,
 ) -> AsyncIterator[Stack]:
     """A collector (in this process) and a worker (a child process) on a fresh topic prefix;
-    the worker's tables in ``store`` (production's default is ``rocksdb://``); ``settings_``
-    override other settings."""
+    the worker's tables in ``store`` (production's default is ``rocksdb://``); ``rules`` the
+    rules file's text (else the example's); ``settings_`` override other settings."""
     test_id = uuid.uuid4().hex[:10]
     tmp.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - set-up, before anything runs
     clock_file = tmp / "clock"
     clock_file.write_text("0")
     rules_file = tmp / "rules.yaml"
-    rules_file.write_text((REPO / "config" / "rules.yaml").read_text())
+    rules_file.write_text(rules or (REPO / "config" / "rules.yaml").read_text())
     settings = Settings(
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=f"s{test_id}.",

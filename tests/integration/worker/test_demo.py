@@ -20,6 +20,7 @@ from pipeline.models import (
     ScoreChange,
     Trigger,
 )
+from pipeline.models.internal import AnonymousEvent, ContactWork, CookieCommand
 from tests.integration.worker.conftest import Stack, eventually
 
 pytestmark = pytest.mark.integration
@@ -66,6 +67,27 @@ PUBLISHED: dict[str, type[BaseModel]] = {
     "triggers": Trigger,
     "dead-letter": DeadLetter,
 }
+
+
+#: The worker's internal topics and their models (``pipeline/models/internal.py``).
+INTERNAL: dict[str, type[BaseModel]] = {
+    "x.contact-work": ContactWork,
+    "x.cookie-commands": CookieCommand,
+    "x.anonymous-events": AnonymousEvent,
+}
+
+
+async def test_every_internal_message_matches_its_schema(stack: Stack) -> None:
+    """The hand-overs between the worker's stages are the typed messages of
+    ``pipeline.models.internal`` (watermarks, events, links, history, form traits)."""
+    kinds = set()
+    for topic, model in INTERNAL.items():
+        async with stack.reader(topic) as reader:
+            await reader.settle(1.0)
+        for value in reader.values:
+            model.model_validate(value)
+            kinds.add(value["k"])
+    assert {"wm", "event", "linked", "absorb", "update"} <= kinds, kinds
 
 
 async def test_every_published_message_matches_its_schema(stack: Stack) -> None:

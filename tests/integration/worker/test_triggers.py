@@ -71,6 +71,42 @@ async def test_pricing_view_offers_a_trial_the_next_day(stack: Stack) -> None:
     assert trigger["due_at"] < trigger["fired_at"] or trigger["due_at"] == trigger["fired_at"]
 
 
+async def test_the_readmes_first_scenario_anonymous_pricing_views_offer_a_trial_next_day(
+    stack: Stack,
+) -> None:
+    """README "A first scenario": two anonymous pricing views, the CRM knows Ana, she clicks a
+    campaign link in that browser; next day ``pricing-trial-offer`` fires (CONTRACT §5
+    "anonymous history and triggers"), caused by the first view."""
+    aid, email = new_aid(), new_email("ana")
+    first, second = page_view(aid, "/pricing"), page_view(aid, "/pricing/enterprise")
+    await stack.send(first, second)
+    await stack.contacts(
+        "crm",
+        {"email": email, "attributes": {"title": "Marketing Manager"}, "consent_email": True},
+    )
+    contact = str(contact_id_for(email))
+    await eventually(
+        lambda: stack.query("SELECT 1 FROM {db}.contacts WHERE contact_id = {c:String}", c=contact)
+    )
+    response = await stack.click(aid, contact, url="https://www.acme.example/pricing")
+    assert response.status == 302
+    await eventually(
+        lambda: stack.query("SELECT 1 FROM {db}.identities WHERE anonymous_id = {a:String}", a=aid)
+    )
+    await asyncio.sleep(1)
+    assert not [
+        t for t in await triggers_for(stack, contact, settle=0.5) if t["channel"] == "email"
+    ]
+    stack.advance(timedelta(days=1, seconds=1))
+    [offer] = [
+        t for t in await wait_triggers(stack, contact, 1) if t["rule"] == "pricing-trial-offer"
+    ]
+    # from the anonymous history: the first view in event-time order (one request stamps both
+    # with the same received_at, then event_id decides, CONTRACT §3 "Order")
+    assert offer["cause_event_ids"] == [min(first["event_id"], second["event_id"])]
+    assert offer["email"] == email
+
+
 async def test_trial_signup_before_the_delay_cancels_the_offer(stack: Stack) -> None:
     _, contact, aid = await customer(stack)
     await stack.send(page_view(aid, "/pricing"))

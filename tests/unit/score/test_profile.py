@@ -476,34 +476,6 @@ def test_capped_score_does_not_depend_on_arrival_order() -> None:
     )
 
 
-def test_absorb_merges_trigger_counters_without_duplicates() -> None:
-    anonymous = Profile(counts={"webinar": [[T0, "e1"], [T0 + 2, "e3"]]})
-    contact = Profile(counts={"webinar": [[T0 + 1, "e2"], [T0, "e1"]], "other": [[T0, "e9"]]})
-    absorb(contact, anonymous, SCORING, T0 + 3, None)
-    assert contact.counts == {
-        "webinar": [[T0, "e1"], [T0 + 1, "e2"], [T0 + 2, "e3"]],
-        "other": [[T0, "e9"]],
-    }
-
-
-def test_absorb_keeps_the_latest_cancel_seen() -> None:
-    anonymous = Profile(cancel_seen={"offer": T0 + 5, "new": T0})
-    contact = Profile(cancel_seen={"offer": T0 + 9})
-    absorb(contact, anonymous, SCORING, T0 + 10, None)
-    assert contact.cancel_seen == {"offer": T0 + 9, "new": T0}
-
-
-def test_absorb_leaves_anonymous_only_trigger_state_behind() -> None:
-    anonymous = Profile(
-        pending=[{"rule": "x", "due_at": T0 + DAY}],
-        web=[{"rule": "prompt", "trigger_id": "t", "until": T0 + DAY}],
-        fired={"prompt": T0},
-    )
-    contact = Profile()
-    absorb(contact, anonymous, SCORING, T0, None)
-    assert (contact.pending, contact.web, contact.fired) == ([], [], {})
-
-
 # -- state -----------------------------------------------------------------------------------------
 def test_remember_detects_a_duplicate_event_id() -> None:
     profile = Profile()
@@ -525,7 +497,6 @@ def test_profile_round_trips_through_json() -> None:
     profile = score([(page_view("/pricing"), T0), (custom("trial_signup"), T0 + DAY)])
     score_attributes(profile, {"title": "manager"}, SCORING, T0 + DAY)
     profile.remember("e1")
-    profile.counts["x"] = [[T0, "e1"]]
     again = Profile.from_dict(codec.loads(codec.dumps(profile.to_dict())))
     assert again == profile
 

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline import codec
 from pipeline.sink.rows import ROW_KEYS, TABLE_COLUMNS, rows_for
-from pipeline.worker.steps import ANONYMOUS_EVENTS, CONTACT_WORK
+from pipeline.topics import ANONYMOUS_EVENTS, CONTACT_WORK
 
 AT = "2026-03-02T09:00:00.120Z"
 AT_DT = datetime(2026, 3, 2, 9, 0, 0, 120000, tzinfo=UTC)

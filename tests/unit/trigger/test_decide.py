@@ -9,9 +9,9 @@ import pytest
 
 from pipeline.clock import from_millis
 from pipeline.rules.models import Triggers
-from pipeline.score import Profile
 from pipeline.trigger import Subject, fire_due, on_event, on_score, trigger_id
 from pipeline.trigger.decide import TRIGGER_NAMESPACE, WEB_ACTIVE, next_due
+from pipeline.trigger.state import TriggerState
 from tests.unit.factories import (
     ANA,
     BEN,
@@ -93,9 +93,9 @@ def fired_rules(outcome: Any) -> list[str]:
 
 # -- event match, no delay -------------------------------------------------------------------------
 def test_event_match_fires_immediately_when_there_is_no_delay() -> None:
-    profile = Profile(score=12.3456, as_of=T0)
+    profile = TriggerState()
     watched = custom("demo_watched", event_id="e-demo")
-    outcome = on_event(profile, ANA_OK, watched, TRIGGERS, T0)
+    outcome = on_event(profile, ANA_OK, watched, TRIGGERS, T0, score=12.3456)
     assert outcome.scheduled == []
     assert outcome.fired == [
         {
@@ -114,28 +114,28 @@ def test_event_match_fires_immediately_when_there_is_no_delay() -> None:
 
 
 def test_event_that_matches_no_rule_does_nothing() -> None:
-    profile = Profile()
+    profile = TriggerState()
     outcome = on_event(profile, ANA_OK, page_view("/about"), TRIGGERS, T0)
     assert (outcome.fired, outcome.scheduled, outcome.skipped) == ([], [], [])
-    assert profile == Profile()
+    assert profile == TriggerState()
 
 
 def test_web_trigger_message_carries_no_email() -> None:
-    outcome = on_event(Profile(), ANA_OK, custom("banner"), TRIGGERS, T0)
+    outcome = on_event(TriggerState(), ANA_OK, custom("banner"), TRIGGERS, T0)
     (message,) = outcome.fired
     assert message["channel"] == "web"
     assert "email" not in message
 
 
 def test_firing_records_the_send_for_the_frequency_cap() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, custom("signed_up"), TRIGGERS, T0)
     assert profile.sent == {"email": [T0]}
 
 
 # -- delay -----------------------------------------------------------------------------------------
 def test_delay_schedules_due_at_cause_plus_delay() -> None:
-    profile = Profile()
+    profile = TriggerState()
     view = page_view("/pricing", T0, event_id="e-view")
     outcome = on_event(profile, ANA_OK, view, TRIGGERS, T0)
     assert outcome.fired == []
@@ -153,7 +153,7 @@ def test_delay_schedules_due_at_cause_plus_delay() -> None:
 
 
 def test_fire_due_does_not_fire_before_the_due_time() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, page_view("/pricing"), TRIGGERS, T0)
     outcome = fire_due(profile, ANA_OK, TRIGGERS, T0 + DAY - 1)
     assert outcome.fired == []
@@ -161,7 +161,7 @@ def test_fire_due_does_not_fire_before_the_due_time() -> None:
 
 
 def test_fire_due_fires_when_due_and_only_once() -> None:
-    profile = Profile()
+    profile = TriggerState()
     view = page_view("/pricing", event_id="e-view")
     (scheduled,) = on_event(profile, ANA_OK, view, TRIGGERS, T0).scheduled
     outcome = fire_due(profile, ANA_OK, TRIGGERS, T0 + DAY + 5 * MINUTE)
@@ -176,7 +176,7 @@ def test_fire_due_fires_when_due_and_only_once() -> None:
 
 
 def test_occurrence_while_scheduled_does_not_schedule_twice() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, page_view("/pricing"), TRIGGERS, T0)
     outcome = on_event(profile, ANA_OK, page_view("/pricing", T0 + HOUR), TRIGGERS, T0 + HOUR)
     assert outcome.scheduled == []
@@ -185,7 +185,7 @@ def test_occurrence_while_scheduled_does_not_schedule_twice() -> None:
 
 # -- cancel_if -------------------------------------------------------------------------------------
 def test_cancel_event_before_the_due_time_cancels() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, page_view("/pricing"), TRIGGERS, T0)
     on_event(profile, ANA_OK, custom("trial_signup", T0 + HOUR), TRIGGERS, T0 + HOUR)
     outcome = fire_due(profile, ANA_OK, TRIGGERS, T0 + DAY)
@@ -195,7 +195,7 @@ def test_cancel_event_before_the_due_time_cancels() -> None:
 
 
 def test_cancel_event_before_the_cause_prevents_scheduling() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, custom("trial_signup"), TRIGGERS, T0)
     outcome = on_event(profile, ANA_OK, page_view("/pricing", T0 + 3 * DAY), TRIGGERS, T0 + 3 * DAY)
     assert outcome.scheduled == []
@@ -204,20 +204,20 @@ def test_cancel_event_before_the_cause_prevents_scheduling() -> None:
 
 
 def test_cancel_event_older_than_the_look_back_does_not_prevent_scheduling() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, custom("trial_signup"), TRIGGERS, T0)
     at = T0 + 7 * DAY + 1  # once_per (7d) is the look-back
     assert on_event(profile, ANA_OK, page_view("/pricing", at), TRIGGERS, at).scheduled
 
 
 def test_cancel_is_seen_even_on_a_subject_the_rule_does_not_apply_to() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANONYMOUS, custom("trial_signup"), TRIGGERS, T0)
     assert profile.cancel_seen == {"pricing-trial-offer": T0}
 
 
 def test_event_not_matching_cancel_if_does_not_cancel() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, page_view("/pricing"), TRIGGERS, T0)
     on_event(profile, ANA_OK, custom("newsletter"), TRIGGERS, T0 + HOUR)
     assert fired_rules(fire_due(profile, ANA_OK, TRIGGERS, T0 + DAY)) == ["pricing-trial-offer"]
@@ -225,13 +225,13 @@ def test_event_not_matching_cancel_if_does_not_cancel() -> None:
 
 # -- requires --------------------------------------------------------------------------------------
 def test_identified_rule_ignores_anonymous_visitors() -> None:
-    profile = Profile()
+    profile = TriggerState()
     outcome = on_event(profile, ANONYMOUS, page_view("/pricing"), TRIGGERS, T0)
     assert (outcome.fired, outcome.scheduled, outcome.skipped) == ([], [], [])
 
 
 def test_anonymous_rule_ignores_identified_contacts() -> None:
-    profile = Profile()
+    profile = TriggerState()
     for i in range(3):
         outcome = on_event(
             profile, ANA_OK, page_view("/blog/x/data-driven-marketing", T0 + i), TRIGGERS, T0 + i
@@ -240,7 +240,7 @@ def test_anonymous_rule_ignores_identified_contacts() -> None:
 
 
 def test_count_rule_keeps_counting_where_it_does_not_apply() -> None:
-    profile = Profile()
+    profile = TriggerState()
     for n in range(3):
         outcome = on_event(profile, ANONYMOUS, _blog(T0 + n, n), TRIGGERS, T0 + n)
         assert (outcome.fired, outcome.scheduled, outcome.skipped) == ([], [], [])
@@ -249,17 +249,17 @@ def test_count_rule_keeps_counting_where_it_does_not_apply() -> None:
 
 
 def test_rule_without_requirements_applies_to_anyone() -> None:
-    assert fired_rules(on_event(Profile(), ANONYMOUS, custom("banner"), TRIGGERS, T0)) == [
+    assert fired_rules(on_event(TriggerState(), ANONYMOUS, custom("banner"), TRIGGERS, T0)) == [
         "any-visitor-banner"
     ]
-    assert fired_rules(on_event(Profile(), ANA_OK, custom("banner"), TRIGGERS, T0)) == [
+    assert fired_rules(on_event(TriggerState(), ANA_OK, custom("banner"), TRIGGERS, T0)) == [
         "any-visitor-banner"
     ]
 
 
 def test_consent_email_requirement_without_consent_is_skipped() -> None:
     subject = Subject(contact_id=A, anonymous_id=None, email=ANA, consent_email=False)
-    outcome = on_event(Profile(), subject, page_view("/pricing"), TRIGGERS, T0)
+    outcome = on_event(TriggerState(), subject, page_view("/pricing"), TRIGGERS, T0)
     assert outcome.scheduled == []
     assert outcome.skipped == [("pricing-trial-offer", "no_consent")]
 
@@ -267,21 +267,21 @@ def test_consent_email_requirement_without_consent_is_skipped() -> None:
 def test_consent_email_requirement_also_holds_for_other_channels() -> None:
     triggers = only("demo-alert", requires=["identified", "consent_email"])
     subject = Subject(contact_id=A, anonymous_id=None, consent_email=False)
-    outcome = on_event(Profile(), subject, custom("demo_watched"), triggers, T0)
+    outcome = on_event(TriggerState(), subject, custom("demo_watched"), triggers, T0)
     assert outcome.skipped == [("demo-alert", "no_consent")]
 
 
 # -- consent and bounces on the email channel ------------------------------------------------------
 def test_email_channel_is_blocked_without_consent_even_if_the_rule_does_not_require_it() -> None:
     unsubscribed = Subject(contact_id=A, anonymous_id=None, email=ANA, consent_email=False)
-    outcome = on_event(Profile(), unsubscribed, custom("signed_up"), TRIGGERS, T0)
+    outcome = on_event(TriggerState(), unsubscribed, custom("signed_up"), TRIGGERS, T0)
     assert outcome.fired == []
     assert outcome.skipped == [("welcome", "no_consent")]
 
 
 def test_sales_channel_does_not_need_email_consent() -> None:
     subject = Subject(contact_id=A, anonymous_id=None, consent_email=False)
-    assert fired_rules(on_event(Profile(), subject, custom("demo_watched"), TRIGGERS, T0)) == [
+    assert fired_rules(on_event(TriggerState(), subject, custom("demo_watched"), TRIGGERS, T0)) == [
         "demo-alert"
     ]
 
@@ -290,7 +290,7 @@ def test_email_channel_is_blocked_after_a_hard_bounce() -> None:
     bounced = Subject(
         contact_id=A, anonymous_id=None, email=ANA, consent_email=True, email_blocked="hard_bounce"
     )
-    outcome = on_event(Profile(), bounced, custom("signed_up"), TRIGGERS, T0)
+    outcome = on_event(TriggerState(), bounced, custom("signed_up"), TRIGGERS, T0)
     assert outcome.skipped == [("welcome", "hard_bounce")]
 
 
@@ -298,11 +298,11 @@ def test_hard_bounce_does_not_block_other_channels() -> None:
     bounced = Subject(
         contact_id=A, anonymous_id=None, consent_email=True, email_blocked="hard_bounce"
     )
-    assert on_event(Profile(), bounced, custom("demo_watched"), TRIGGERS, T0).fired
+    assert on_event(TriggerState(), bounced, custom("demo_watched"), TRIGGERS, T0).fired
 
 
 def test_consent_withdrawn_before_the_due_time_stops_a_delayed_email() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, page_view("/pricing"), TRIGGERS, T0)
     unsubscribed = Subject(contact_id=A, anonymous_id=None, email=ANA, consent_email=False)
     outcome = fire_due(profile, unsubscribed, TRIGGERS, T0 + DAY)
@@ -312,7 +312,7 @@ def test_consent_withdrawn_before_the_due_time_stops_a_delayed_email() -> None:
 
 
 def test_hard_bounce_before_the_due_time_stops_a_delayed_email() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, page_view("/pricing"), TRIGGERS, T0)
     bounced = Subject(
         contact_id=A, anonymous_id=None, email=ANA, consent_email=True, email_blocked="hard_bounce"
@@ -328,7 +328,7 @@ def test_suppress_if_crm_status_skips_the_trigger(status: str) -> None:
     subject = Subject(
         contact_id=A, anonymous_id=None, email=ANA, consent_email=True, crm_status=status
     )
-    outcome = on_event(Profile(), subject, page_view("/pricing"), TRIGGERS, T0)
+    outcome = on_event(TriggerState(), subject, page_view("/pricing"), TRIGGERS, T0)
     assert outcome.scheduled == []
     assert outcome.skipped == [("pricing-trial-offer", f"suppressed:{status}")]
 
@@ -338,11 +338,11 @@ def test_other_crm_statuses_do_not_suppress(status: str | None) -> None:
     subject = Subject(
         contact_id=A, anonymous_id=None, email=ANA, consent_email=True, crm_status=status
     )
-    assert on_event(Profile(), subject, page_view("/pricing"), TRIGGERS, T0).scheduled
+    assert on_event(TriggerState(), subject, page_view("/pricing"), TRIGGERS, T0).scheduled
 
 
 def test_deal_opened_before_the_due_time_suppresses_a_delayed_trigger() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, page_view("/pricing"), TRIGGERS, T0)
     in_deal = Subject(
         contact_id=A, anonymous_id=None, email=ANA, consent_email=True, crm_status="in_deal"
@@ -378,7 +378,7 @@ BURST = rules(
 
 
 def test_frequency_cap_holds_under_a_burst_from_different_rules() -> None:
-    profile = Profile()
+    profile = TriggerState()
     fired = []
     for i in range(5):
         outcome = on_event(profile, ANA_OK, custom(f"offer-{i}", T0 + i), BURST, T0 + i)
@@ -388,7 +388,7 @@ def test_frequency_cap_holds_under_a_burst_from_different_rules() -> None:
 
 
 def test_frequency_cap_reports_skips() -> None:
-    profile = Profile()
+    profile = TriggerState()
     skipped = []
     for i in range(5):
         skipped += on_event(profile, ANA_OK, custom(f"offer-{i}", T0 + i), BURST, T0 + i).skipped
@@ -398,7 +398,7 @@ def test_frequency_cap_reports_skips() -> None:
 
 
 def test_frequency_cap_is_per_channel() -> None:
-    profile = Profile()
+    profile = TriggerState()
     sales = 0
     for i in range(5):
         outcome = on_event(
@@ -409,7 +409,7 @@ def test_frequency_cap_is_per_channel() -> None:
 
 
 def test_frequency_cap_window_slides() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, custom("offer-0", T0), BURST, T0)
     on_event(profile, ANA_OK, custom("offer-1", T0 + HOUR), BURST, T0 + HOUR)
     assert on_event(profile, ANA_OK, custom("offer-2", T0 + DAY - 1), BURST, T0 + DAY - 1).skipped
@@ -434,7 +434,7 @@ def test_frequency_cap_holds_among_delayed_triggers_due_together() -> None:
             for i in range(4)
         )
     ).triggers
-    profile = Profile()
+    profile = TriggerState()
     assert len(on_event(profile, ANA_OK, custom("go"), triggers, T0).scheduled) == 4
     outcome = fire_due(profile, ANA_OK, triggers, T0 + DAY)
     assert fired_rules(outcome) == ["later-0", "later-1"]
@@ -442,7 +442,7 @@ def test_frequency_cap_holds_among_delayed_triggers_due_together() -> None:
 
 
 def test_full_frequency_cap_today_does_not_drop_a_trigger_due_tomorrow() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, custom("offer-0", T0), BURST, T0)
     on_event(profile, ANA_OK, custom("offer-1", T0 + 1), BURST, T0 + 1)
     triggers = Triggers(frequency_caps=BURST.frequency_caps, rules=TRIGGERS.rules)
@@ -453,7 +453,7 @@ def test_full_frequency_cap_today_does_not_drop_a_trigger_due_tomorrow() -> None
 
 # -- once_per --------------------------------------------------------------------------------------
 def test_second_occurrence_within_once_per_is_skipped() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, page_view("/pricing"), TRIGGERS, T0)
     fire_due(profile, ANA_OK, TRIGGERS, T0 + DAY)
     at = T0 + 3 * DAY
@@ -463,7 +463,7 @@ def test_second_occurrence_within_once_per_is_skipped() -> None:
 
 
 def test_occurrence_after_once_per_fires_again() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, page_view("/pricing"), TRIGGERS, T0)
     first = fire_due(profile, ANA_OK, TRIGGERS, T0 + DAY).fired
     at = T0 + 7 * DAY
@@ -474,13 +474,13 @@ def test_occurrence_after_once_per_fires_again() -> None:
 
 
 def test_once_per_counts_from_the_occurrence_not_the_send() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, page_view("/pricing"), TRIGGERS, T0)
     assert profile.fired == {"pricing-trial-offer": T0}
 
 
 def test_rule_without_once_per_fires_once_ever() -> None:
-    profile = Profile()
+    profile = TriggerState()
     assert on_event(profile, ANA_OK, custom("demo_watched"), TRIGGERS, T0).fired
     at = T0 + 365 * DAY
     outcome = on_event(profile, ANA_OK, custom("demo_watched", at), TRIGGERS, at)
@@ -489,7 +489,7 @@ def test_rule_without_once_per_fires_once_ever() -> None:
 
 
 def test_blocked_occurrence_does_not_use_up_once_per() -> None:
-    profile = Profile()
+    profile = TriggerState()
     in_deal = Subject(
         contact_id=A, anonymous_id=None, email=ANA, consent_email=True, crm_status="in_deal"
     )
@@ -500,49 +500,49 @@ def test_blocked_occurrence_does_not_use_up_once_per() -> None:
 
 # -- score_at_least --------------------------------------------------------------------------------
 def test_score_at_least_fires_on_upward_crossing() -> None:
-    profile = Profile(score=55.0, as_of=T0)
-    outcome = on_score(profile, ANA_OK, 45.0, TRIGGERS, T0, "e-cross")
+    outcome = on_score(TriggerState(), ANA_OK, 45.0, 55.0, TRIGGERS, T0, "e-cross")
     assert fired_rules(outcome) == ["mql-alert"]
     assert outcome.fired[0]["cause_event_ids"] == ["e-cross"]
     assert outcome.fired[0]["trigger_id"] == trigger_id("mql-alert", A, "e-cross")
 
 
 def test_score_reaching_the_threshold_exactly_is_a_crossing() -> None:
-    assert on_score(Profile(score=50.0, as_of=T0), ANA_OK, 49.0, TRIGGERS, T0, "e").fired
+    assert on_score(TriggerState(), ANA_OK, 49.0, 50.0, TRIGGERS, T0, "e").fired
 
 
 def test_score_already_above_the_threshold_is_not_a_crossing() -> None:
-    assert on_score(Profile(score=70.0, as_of=T0), ANA_OK, 60.0, TRIGGERS, T0, "e").fired == []
+    assert on_score(TriggerState(), ANA_OK, 60.0, 70.0, TRIGGERS, T0, "e").fired == []
 
 
 def test_score_falling_through_the_threshold_is_not_a_crossing() -> None:
-    assert on_score(Profile(score=40.0, as_of=T0), ANA_OK, 60.0, TRIGGERS, T0, "e").fired == []
+    assert on_score(TriggerState(), ANA_OK, 60.0, 40.0, TRIGGERS, T0, "e").fired == []
 
 
 def test_score_wobbling_across_the_threshold_within_once_per_fires_once() -> None:
-    profile = Profile(score=51.0, as_of=T0)
-    fired = len(on_score(profile, ANA_OK, 49.0, TRIGGERS, T0, "e1").fired)
+    profile = TriggerState()
+    fired = len(on_score(profile, ANA_OK, 49.0, 51.0, TRIGGERS, T0, "e1").fired)
     for day in range(1, 29):
-        profile.score = 49.0 if day % 2 else 51.0
+        after = 49.0 if day % 2 else 51.0
         before = 51.0 if day % 2 else 49.0
-        fired += len(on_score(profile, ANA_OK, before, TRIGGERS, T0 + day * DAY, f"e{day}").fired)
+        at = T0 + day * DAY
+        fired += len(on_score(profile, ANA_OK, before, after, TRIGGERS, at, f"e{day}").fired)
     assert fired == 1
 
 
 def test_score_crossing_again_after_once_per_fires_again() -> None:
-    profile = Profile(score=51.0, as_of=T0)
-    on_score(profile, ANA_OK, 49.0, TRIGGERS, T0, "e1")
+    profile = TriggerState()
+    on_score(profile, ANA_OK, 49.0, 51.0, TRIGGERS, T0, "e1")
     at = T0 + 30 * DAY
-    assert on_score(profile, ANA_OK, 49.0, TRIGGERS, at, "e2").fired
+    assert on_score(profile, ANA_OK, 49.0, 51.0, TRIGGERS, at, "e2").fired
 
 
 def test_score_crossing_without_an_event_has_a_deterministic_cause() -> None:
-    outcome = on_score(Profile(score=60.0, as_of=T0), ANA_OK, 0.0, TRIGGERS, T0, None)
+    outcome = on_score(TriggerState(), ANA_OK, 0.0, 60.0, TRIGGERS, T0, None)
     assert outcome.fired[0]["cause_event_ids"] == [f"score@{T0}"]
 
 
 def test_score_rule_requiring_identified_ignores_anonymous_visitors() -> None:
-    assert on_score(Profile(score=60.0, as_of=T0), ANONYMOUS, 0.0, TRIGGERS, T0, "e").fired == []
+    assert on_score(TriggerState(), ANONYMOUS, 0.0, 60.0, TRIGGERS, T0, "e").fired == []
 
 
 # -- count conditions ------------------------------------------------------------------------------
@@ -551,7 +551,7 @@ def _blog(at: int, n: int) -> dict[str, Any]:
 
 
 def test_count_fires_on_the_third_matching_event_within_the_window() -> None:
-    profile = Profile()
+    profile = TriggerState()
     results = [
         on_event(profile, ANA_OK, _blog(T0 + n * DAY, n), TRIGGERS, T0 + n * DAY) for n in range(3)
     ]
@@ -560,7 +560,7 @@ def test_count_fires_on_the_third_matching_event_within_the_window() -> None:
 
 
 def test_count_spread_wider_than_the_window_does_not_fire() -> None:
-    profile = Profile()
+    profile = TriggerState()
     fired = []
     for n, day in enumerate([0, 4, 8, 12, 16]):
         fired += on_event(profile, ANA_OK, _blog(T0 + day * DAY, n), TRIGGERS, T0 + day * DAY).fired
@@ -568,14 +568,14 @@ def test_count_spread_wider_than_the_window_does_not_fire() -> None:
 
 
 def test_count_window_excludes_an_event_exactly_one_window_old() -> None:
-    profile = Profile()
+    profile = TriggerState()
     for n, at in enumerate([T0, T0 + DAY, T0 + 7 * DAY]):
         outcome = on_event(profile, ANA_OK, _blog(at, n), TRIGGERS, at)
     assert outcome.fired == []
 
 
 def test_count_ignores_a_duplicate_event() -> None:
-    profile = Profile()
+    profile = TriggerState()
     blog = _blog(T0, 0)
     for i in range(3):
         outcome = on_event(profile, ANA_OK, blog, TRIGGERS, T0 + i)
@@ -584,7 +584,7 @@ def test_count_ignores_a_duplicate_event() -> None:
 
 
 def test_count_ignores_non_matching_events() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, _blog(T0, 0), TRIGGERS, T0)
     on_event(profile, ANA_OK, page_view("/blog/sales/x", T0 + 1), TRIGGERS, T0 + 1)
     outcome = on_event(profile, ANA_OK, _blog(T0 + 2, 2), TRIGGERS, T0 + 2)
@@ -592,14 +592,14 @@ def test_count_ignores_non_matching_events() -> None:
 
 
 def test_count_fourth_event_within_once_per_does_not_fire_again() -> None:
-    profile = Profile()
+    profile = TriggerState()
     for n in range(4):
         outcome = on_event(profile, ANA_OK, _blog(T0 + n, n), TRIGGERS, T0 + n)
     assert outcome.skipped == [("webinar-invite", "once_per")]
 
 
 def test_count_late_event_inside_the_window_counts() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, _blog(T0 + 2 * DAY, 2), TRIGGERS, T0 + 2 * DAY)
     on_event(profile, ANA_OK, _blog(T0 + 3 * DAY, 3), TRIGGERS, T0 + 3 * DAY)
     outcome = on_event(profile, ANA_OK, _blog(T0 + DAY, 1), TRIGGERS, T0 + DAY)
@@ -608,7 +608,7 @@ def test_count_late_event_inside_the_window_counts() -> None:
 
 # -- anonymous web triggers ------------------------------------------------------------------------
 def test_anonymous_web_trigger_records_an_active_web_entry() -> None:
-    profile = Profile()
+    profile = TriggerState()
     for n in range(3):
         at = T0 + n * HOUR
         article = page_view("/blog/analytics/data-driven-marketing", at, event_id=f"read-{n}")
@@ -627,13 +627,13 @@ def test_anonymous_web_trigger_records_an_active_web_entry() -> None:
 
 
 def test_web_trigger_without_once_per_stays_active_for_a_day() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANONYMOUS, custom("banner"), TRIGGERS, T0)
     assert profile.web[0]["until"] == T0 + int(WEB_ACTIVE.total_seconds() * 1000)
 
 
 def test_refired_web_trigger_replaces_its_entry_and_expired_ones_go() -> None:
-    profile = Profile(
+    profile = TriggerState(
         web=[
             {"rule": "old", "trigger_id": "t0", "until": T0 - 1},
             {"rule": "form-prompt", "trigger_id": "t1", "until": T0 + DAY},
@@ -645,7 +645,7 @@ def test_refired_web_trigger_replaces_its_entry_and_expired_ones_go() -> None:
 
 # -- deterministic ids -----------------------------------------------------------------------------
 def _run(subject: Subject) -> list[str]:
-    profile = Profile()
+    profile = TriggerState()
     ids = []
     events = [
         page_view("/pricing", T0, event_id="e1"),
@@ -689,7 +689,7 @@ def test_trigger_ids_differ_by_rule_and_occurrence(
 
 # -- fire_due housekeeping -------------------------------------------------------------------------
 def test_pending_trigger_of_a_removed_rule_is_dropped() -> None:
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, page_view("/pricing"), TRIGGERS, T0)
     outcome = fire_due(profile, ANA_OK, only("demo-alert"), T0 + DAY)
     assert outcome.skipped == [("pricing-trial-offer", "rule_removed")]
@@ -697,14 +697,14 @@ def test_pending_trigger_of_a_removed_rule_is_dropped() -> None:
 
 
 def test_fire_due_on_an_empty_profile_does_nothing() -> None:
-    profile = Profile()
+    profile = TriggerState()
     outcome = fire_due(profile, ANA_OK, TRIGGERS, T0)
-    assert (outcome.fired, outcome.skipped, profile) == ([], [], Profile())
+    assert (outcome.fired, outcome.skipped, profile) == ([], [], TriggerState())
 
 
 def test_fire_due_keeps_triggers_not_yet_due() -> None:
     triggers = only("pricing-trial-offer")
-    profile = Profile(
+    profile = TriggerState(
         pending=[
             {
                 "trigger_id": "t1",
@@ -729,7 +729,7 @@ def test_fire_due_keeps_triggers_not_yet_due() -> None:
 
 def test_shipped_rules_offer_a_trial_the_day_after_a_pricing_view() -> None:
     triggers = example_rules().triggers
-    profile = Profile()
+    profile = TriggerState()
     on_event(profile, ANA_OK, page_view("/pricing/enterprise", event_id="e1"), triggers, T0)
     on_event(
         profile, ANA_OK, page_view("/products/widget", T0 + 1, event_id="e2"), triggers, T0 + 1

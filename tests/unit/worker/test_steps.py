@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from pipeline.clock import from_millis
 from pipeline.contacts import ContactState, apply_update
 from pipeline.rules import Rules
 from pipeline.rules.models import Identity
+from pipeline.trigger.decide import trigger_id
 from pipeline.worker.steps import (
     ANONYMOUS_EVENTS,
     CONTACT_WORK,
@@ -122,7 +123,7 @@ def test_anonymous_trigger_fires_under_the_cookie() -> None:
     assert trigger.value is not None
     assert trigger.value["rule"] == "whitepaper-form-prompt"
     assert trigger.value["anonymous_id"] == COOKIE
-    assert [w["rule"] for w in record.profile.web] == ["whitepaper-form-prompt"]
+    assert [w["rule"] for w in record.triggers.web] == ["whitepaper-form-prompt"]
 
 
 def test_delayed_anonymous_trigger_fires_from_due_step() -> None:
@@ -241,6 +242,90 @@ def test_anonymous_reads_count_towards_the_contacts_count_rule_after_first_link(
     ]
 
 
+def _known_ana(pipeline: Pipeline, **fields: Any) -> None:
+    pipeline.contact_update(
+        {
+            "contact_id": A,
+            "source": "crm",
+            "email": ANA,
+            "consent_email": True,
+            "received_at": from_millis(T0 - DAY),
+            **fields,
+        }
+    )
+
+
+def test_an_anonymous_match_schedules_the_contacts_trigger_from_its_own_time() -> None:
+    """The README's first scenario: pricing views, then a link; next day the offer fires."""
+    pipeline = Pipeline(RULES)
+    _known_ana(pipeline)
+    first = page_view("/pricing", T0, anonymous_id=COOKIE)
+    pipeline.send(first)
+    pipeline.send(page_view("/pricing/enterprise", T0 + MINUTE, anonymous_id=COOKIE))
+    pipeline.send(click(A, T0 + HOUR, anonymous_id=COOKIE))
+    [pending] = pipeline.contact(A).triggers.pending
+    assert (pending["rule"], pending["due_at"]) == ("pricing-trial-offer", T0 + DAY)
+    assert pipeline.tick(T0 + DAY - 1) == []
+    [offer] = [o.value for o in pipeline.tick(T0 + DAY) if o.topic == "triggers"]
+    assert offer is not None
+    assert offer["cause_event_ids"] == [first["event_id"]]  # the history event
+    assert offer["trigger_id"] == trigger_id("pricing-trial-offer", A, first["event_id"])
+
+
+def test_an_anonymous_match_whose_moment_passed_fires_at_link_time() -> None:
+    triggers = [
+        r.model_copy(update={"history_within": timedelta(days=3)})
+        if r.id == "pricing-trial-offer"
+        else r
+        for r in RULES.triggers.rules
+    ]
+    longer = RULES.model_copy(
+        update={"triggers": RULES.triggers.model_copy(update={"rules": triggers})}
+    )
+    pipeline = Pipeline(longer)
+    _known_ana(pipeline)
+    view = page_view("/pricing", T0, anonymous_id=COOKIE)
+    pipeline.send(view)
+    outs = pipeline.send(identify(ANA, T0 + DAY + HOUR, anonymous_id=COOKIE))
+    [offer] = [o.value for o in outs if o.topic == "triggers" and o.value]
+    assert (offer["rule"], offer["cause_event_ids"]) == ("pricing-trial-offer", [view["event_id"]])
+    assert offer["fired_at"] == roundtrip(from_millis(T0 + DAY + HOUR))
+    assert offer["due_at"] == roundtrip(from_millis(T0 + DAY))
+
+
+def test_an_anonymous_match_older_than_history_within_does_not_count() -> None:
+    pipeline = Pipeline(RULES)
+    _known_ana(pipeline)
+    pipeline.send(page_view("/pricing", T0, anonymous_id=COOKIE))
+    outs = pipeline.send(identify(ANA, T0 + DAY + DAY // 2, anonymous_id=COOKIE))  # > 1d old
+    assert [o for o in outs if o.topic == "triggers"] == []
+    assert pipeline.contact(A).triggers.pending == []
+
+
+def test_anonymous_history_meets_consent_and_suppression_as_always() -> None:
+    pipeline = Pipeline(RULES)
+    _known_ana(pipeline, crm_status="customer")
+    pipeline.send(page_view("/pricing", T0, anonymous_id=COOKIE))
+    pipeline.send(identify(ANA, T0 + HOUR, anonymous_id=COOKIE))
+    assert pipeline.contact(A).triggers.pending == []
+    assert pipeline.tick(T0 + 2 * DAY) == []
+
+
+def test_a_count_rule_counts_the_history_on_linking() -> None:
+    pipeline = Pipeline(RULES)
+    _known_ana(pipeline)
+    reads = [
+        page_view(f"/blog/marketing/{n}", T0 + n * HOUR, anonymous_id=COOKIE) for n in range(3)
+    ]
+    for read in reads:
+        pipeline.send(read)
+    pipeline.send(identify(ANA, T0 + 4 * HOUR, anonymous_id=COOKIE))
+    [pending] = pipeline.contact(A).triggers.pending
+    assert pending["rule"] == "marketing-webinar-invite"
+    assert pending["cause_event_ids"] == [r["event_id"] for r in reads]
+    assert pending["due_at"] == T0 + 4 * HOUR + DAY
+
+
 def test_absorb_is_applied_once() -> None:
     record = ContactRecord(ContactState(contact_id=A))
     message = {
@@ -266,6 +351,7 @@ def test_relink_tells_both_contacts_and_moves_no_history() -> None:
         (CONTACT_WORK, A, "unlinked"),
         (CONTACT_WORK, B, "linked"),
         ("contact-updates", B, None),
+        (CONTACT_WORK, B, "update"),
         (CONTACT_WORK, B, "event"),
     ]
     assert outs[0].value is not None
@@ -362,7 +448,11 @@ def test_a_placeholder_cookie_from_another_producer_is_dropped_and_links_nothing
 
     outs = cookie_step(CookieRecord(), submit, RULES)
     assert "identities" not in [o.topic for o in outs]
-    assert shape(outs) == [("contact-updates", A, None), (CONTACT_WORK, A, "event")]
+    assert shape(outs) == [
+        ("contact-updates", A, None),
+        (CONTACT_WORK, A, "update"),
+        (CONTACT_WORK, A, "event"),
+    ]
 
 
 def test_an_email_in_another_spelling_links_the_same_contact() -> None:
@@ -434,7 +524,11 @@ def test_server_event_without_cookie_goes_to_its_contact() -> None:
 
 def test_identify_without_cookie_updates_and_resolves_to_the_typed_email() -> None:
     outs = cookie_step(CookieRecord(), identify(ANA, T0, source="server"), RULES)
-    assert shape(outs) == [("contact-updates", A, None), (CONTACT_WORK, A, "event")]
+    assert shape(outs) == [
+        ("contact-updates", A, None),
+        (CONTACT_WORK, A, "update"),
+        (CONTACT_WORK, A, "event"),
+    ]
 
 
 def test_event_without_cookie_or_contact_is_keyed_by_its_id() -> None:
@@ -461,7 +555,7 @@ def test_duplicate_event_in_stage_two_has_no_outputs() -> None:
     assert contact_step(record, message, RULES)
     assert contact_step(record, message, RULES) == []
     assert record.profile.score == 10.0
-    assert len(record.profile.pending) == 1
+    assert len(record.triggers.pending) == 1
 
 
 def test_duplicate_link_event_links_once() -> None:
@@ -495,8 +589,14 @@ def test_form_traits_produce_a_contact_update_with_source_form_and_consent() -> 
             "received_at": submit["received_at"],
             "event_id": submit["event_id"],
             "consent_email": True,
+            "via": "worker",  # an audit record: stage 2 applies the hand-over below
         },
     )
+    (handover,) = [o for o in outs if o.topic == CONTACT_WORK and o.value["k"] == "update"]
+    assert handover.value == {
+        "k": "update",
+        **{k: v for k, v in update.value.items() if k != "via"},
+    }
 
 
 def test_identify_traits_have_source_identify() -> None:
@@ -664,7 +764,7 @@ def test_hard_bounce_blocks_email_and_publishes_the_contact() -> None:
     assert record.contact.email_blocked == "hard_bounce"
     view = {"k": "event", "e": {**page_view("/pricing", T0 + 1), "contact_id": A}}
     contact_step(record, view, RULES)
-    assert record.profile.pending == []
+    assert record.triggers.pending == []
 
 
 def test_soft_bounce_changes_nothing() -> None:
@@ -680,7 +780,7 @@ def test_crm_status_suppresses_contact_triggers() -> None:
     view = {"k": "event", "e": {**page_view("/pricing", T0), "contact_id": A}}
     counters = Counters()
     contact_step(record, view, RULES, counters)
-    assert record.profile.pending == []
+    assert record.triggers.pending == []
     assert counters.values["trigger_skipped:suppressed"] == 1
 
 

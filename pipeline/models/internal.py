@@ -1,0 +1,129 @@
+"""The messages between the worker's stages, on the internal ``x.*`` topics (not a public
+contract: they change with the worker; JSON Schemas in ``schemas/json/x.*.schema.json``).
+
+- ``x.contact-work`` (stage 1 → stage 2, keyed by contact): what stage 2 applies in event-time
+  order, and stage 1's watermarks (``pipeline.worker.order``).
+- ``x.cookie-commands`` (stage 2 → stage 1, keyed by cookie).
+- ``x.anonymous-events`` (stage 1 → the sink): events without a contact.
+
+Stage 1 stamps each ``x.contact-work`` record with ``src``: ``[ma.events partition, offset,
+index of the record among that event's outputs]``, by which stage 2 recognises a replay.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from pipeline.models.contacts import ContactUpdate
+
+Src = Annotated[
+    list[int],
+    Field(
+        min_length=3,
+        max_length=3,
+        description="[ma.events partition, offset, index among that event's records]",
+    ),
+]
+Millis = Annotated[int, Field(description="epoch milliseconds")]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventHandOver(_Message):
+    """An event resolved to its contact (or, on ``x.anonymous-events``, to none)."""
+
+    k: Literal["event"]
+    e: dict[str, object] = Field(
+        description="the ma.events value (events.schema.json) with contact_id and "
+        "pre_identification set"
+    )
+    src: Src | None = None
+
+
+class Linked(_Message):
+    """The cookie ``aid`` is now the contact's (a link or a re-link)."""
+
+    k: Literal["linked"]
+    aid: str
+    at: Millis
+    src: Src | None = None
+
+
+class Unlinked(_Message):
+    """The cookie ``aid`` left this contact for another (a re-link)."""
+
+    k: Literal["unlinked"]
+    aid: str
+    at: Millis | None = None
+    src: Src | None = None
+
+
+class Absorb(_Message):
+    """The cookie's first link: its anonymous profile (score, caps, counters, trigger history)
+    joins the contact."""
+
+    k: Literal["absorb"]
+    aid: str
+    at: Millis
+    event_id: str | None = None
+    profile: dict[str, object]
+    src: Src | None = None
+
+
+class UpdateHandOver(ContactUpdate):
+    """A form's or identify's traits, applied by stage 2 in order with the contact's events."""
+
+    model_config = ConfigDict(extra="forbid")
+    k: Literal["update"]
+    src: Src | None = None
+
+
+class Erase(_Message):
+    """``forget``: the sink deletes the contact's rows."""
+
+    k: Literal["erase"]
+    contact_id: str
+    cookies: list[str]
+    erasure_id: str | None = None
+    at: object = None
+
+
+class Watermark(_Message):
+    """Stage 1 has handled every ``ma.events`` partition it names up to that time (or has
+    read all there is: ``now - MA_ORDER_WAIT``), for this ``x.contact-work`` partition."""
+
+    k: Literal["wm"]
+    w: dict[str, Millis] = Field(description='"e<partition>" → received_at reached')
+
+
+class ContactWork(RootModel[object]):
+    root: Annotated[
+        EventHandOver | Linked | Unlinked | Absorb | UpdateHandOver | Erase | Watermark,
+        Field(discriminator="k"),
+    ]
+
+
+class Unlink(_Message):
+    """Stage 2 let the cookie go (its contact's cookie limit): unlink it from ``contact_id``."""
+
+    k: Literal["unlink"]
+    contact_id: str
+
+
+class Forget(_Message):
+    """The person was erased: the cookie is never linked again."""
+
+    k: Literal["forget"]
+    contact_id: str
+
+
+class CookieCommand(RootModel[object]):
+    root: Annotated[Unlink | Forget, Field(discriminator="k")]
+
+
+class AnonymousEvent(RootModel[object]):
+    root: EventHandOver
