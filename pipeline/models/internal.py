@@ -63,14 +63,16 @@ class Unlinked(_Message):
 
 
 class Absorb(_Message):
-    """The cookie's first link: its anonymous profile (score, caps, counters, trigger history)
-    joins the contact."""
+    """The cookie's first link: its anonymous score and trigger state join the contact."""
 
     k: Literal["absorb"]
     aid: str
     at: Millis
     event_id: str | None = None
-    profile: dict[str, object]
+    profile: dict[str, object] = Field(description="the cookie's score profile")
+    triggers: dict[str, object] | None = Field(
+        default=None, description="the cookie's trigger state (pipeline/trigger/state.py)"
+    )
     src: Src | None = None
 
 
@@ -93,11 +95,16 @@ class Erase(_Message):
 
 
 class Watermark(_Message):
-    """Stage 1 has handled every ``ma.events`` partition it names up to that time (or has
-    read all there is: ``now - MA_ORDER_WAIT``), for this ``x.contact-work`` partition."""
+    """How far stage 1 has got on each ``ma.events`` partition it owns, for this
+    ``x.contact-work`` partition (``pipeline.worker.order``)."""
 
     k: Literal["wm"]
     w: dict[str, Millis] = Field(description='"e<partition>" → received_at reached')
+    idle: list[str] = Field(
+        default_factory=list,
+        description="partitions read to the end: counted as now - MA_ORDER_WAIT until a "
+        "later watermark says otherwise",
+    )
 
 
 class ContactWork(RootModel[object]):

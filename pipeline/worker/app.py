@@ -65,7 +65,7 @@ from pipeline.worker.api import make_api
 from pipeline.worker.due import DueIndex
 from pipeline.worker.faust_fixes import Consumer, TableManager, broker_url
 from pipeline.worker.metrics import WorkerMetrics
-from pipeline.worker.order import HEARTBEAT_FOR, NEVER, Frontier, wake_time
+from pipeline.worker.order import NEVER, Frontier, wake_time
 from pipeline.worker.produce import produce, wait
 from pipeline.worker.profiles import SegmentMembership
 from pipeline.worker.sink import SinkLoop
@@ -104,7 +104,6 @@ OUTPUT_TOPICS = (
 BATCH = 2_000
 BATCH_WITHIN = 0.02  # seconds a batch waits to fill: throughput vs POST→trigger latency
 DUE_EVERY = 0.25  # seconds between two looks for due delayed triggers and held records
-WATERMARK_EVERY = 0.25  # seconds between stage 1's watermarks when it has no batch to send
 
 
 class Worker:
@@ -205,9 +204,8 @@ class Worker:
         self._seen1: dict[int, tuple[int, int]] = {}
         self._seen2: dict[int, tuple[int, int]] = {}
         self._claimed1: dict[str, int] = {}
-        self._wm_sent_at = 0.0
-        self._active1 = 0.0  # when stage 1 last had a batch
-        self._holding: set[str] = set()  # contacts with records held for order
+        self._idle1: set[int] = set()  # partitions stage 1 last claimed idle
+        self._claimed_generation = -1  # the group generation stage 1 last sent claims in
         self._metadata_ready = asyncio.Event()
         self._metadata_lock = asyncio.Lock()
         self.updates_topic = settings.topic("contact-updates")
@@ -403,6 +401,13 @@ class Worker:
                 await self._stitch_batch(batch)
 
     async def _stitch_batch(self, batch: list[Any]) -> None:
+        # Partitions last claimed idle get new events: say so before deciding them (stage 2
+        # counts an idle partition as caught up until it hears otherwise).
+        woken = {e.message.partition for e in batch if e.message.topic == self.events_topic}
+        if woken & self._idle1:
+            busy: list[Any] = []
+            self.emit(self._watermarks(busy=woken), busy)
+            await self.send(busy)
         rules = self.rules.rules
         counters = Counters()
         pending: list[Any] = []
@@ -457,8 +462,7 @@ class Worker:
                 self.emit(stamp(cookie_step(record, value, rules, counters), *here), pending)
             except Exception as exc:
                 self.dead_letter("worker:stitch", exc, message.value, pending)
-        self.emit(await self._watermarks(), pending)  # after the hand-overs they cover
-        self._active1 = asyncio.get_running_loop().time()
+        self.emit(self._watermarks(), pending)  # after the hand-overs they cover
         await self.commit_batch(
             pending,
             [
@@ -503,8 +507,11 @@ class Worker:
                     value = {"k": "update", **check_update(value)}
                     source = 1
                 elif value.get("k") == "wm":
+                    idle = set(value.get("idle") or ())
                     for name, w in value["w"].items():
-                        self.frontier.heard(message.partition, name, int(w), wall)
+                        self.frontier.heard(
+                            message.partition, name, int(w), idle=name in idle, wall=wall
+                        )
                     continue
                 elif value.get("k") == "event" and value["e"].get("contact_id") is None:
                     continue  # anonymous, from before x.anonymous-events: for the sink
@@ -549,9 +556,8 @@ class Worker:
             # this partition's own ma.contact-updates is one of its sources
             seen = self._seen2.get(q)
             w = seen[0] if seen is not None else NEVER
-            if self._caught_up(TP(self.updates_topic, q), seen):
-                w = max(w, now - self.order_wait_ms)
-            self.frontier.heard(q, "u", w, wall)
+            idle = self._caught_up(TP(self.updates_topic, q), seen)
+            self.frontier.heard(q, "u", w, idle=idle, wall=wall)
             limits[q] = self.frontier.value(q, now, wall)
         for raw_key in self.due[self.contact_due].pop_due(lambda q: limits.get(q, NEVER)):
             key = raw_key.decode()
@@ -564,10 +570,6 @@ class Worker:
             except Exception as exc:
                 self.dead_letter("worker:contact", exc, codec.dumps(record.to_dict()), pending)
                 record.inbox.clear()
-            if record.inbox:
-                self._holding.add(key)
-            else:
-                self._holding.discard(key)
 
     def _contact_states(
         self, records: dict[str, ContactRecord]
@@ -605,26 +607,46 @@ class Worker:
         handed = cast(Consumer, self.app.consumer).handed(tp)
         return highwater == 0 if handed is None else highwater <= handed
 
-    async def _watermarks(self) -> list[Out]:
-        """Stage 1's watermarks, one record per ``x.contact-work`` partition (``order``)."""
-        now = to_millis(self.clock.now())
+    def _watermarks(self, busy: set[int] | frozenset[int] = frozenset()) -> list[Out]:
+        """Stage 1's watermarks, one record per ``x.contact-work`` partition (``order``):
+        partitions in ``busy`` are about to get new events, whatever was read before."""
         claims: dict[str, int] = {}
+        idle: set[int] = set()
         for tp in self.app.consumer.assignment():
             if tp.topic != self.events_topic:
                 continue
             seen = self._seen1.get(tp.partition)
-            w = seen[0] if seen is not None else NEVER
-            if self._caught_up(tp, seen):
-                w = max(w, now - self.order_wait_ms)
-            claims[f"e{tp.partition}"] = w
+            claims[f"e{tp.partition}"] = seen[0] if seen is not None else NEVER
+            if tp.partition not in busy and self._caught_up(tp, seen):
+                idle.add(tp.partition)
         if not claims:
             return []
-        self._claimed1 = claims
-        self._wm_sent_at = asyncio.get_running_loop().time()
+        self._claimed1 = {
+            name: w if int(name[1:]) not in idle else max(w, self._floor())
+            for name, w in claims.items()
+        }
+        self._idle1 = idle
+        value = {"k": "wm", "w": claims, "idle": sorted(f"e{p}" for p in idle)}
         return [
-            Out(CONTACT_WORK, None, {"k": "wm", "w": claims}, partition=q)
+            Out(CONTACT_WORK, None, value, partition=q)
             for q in range(self.settings.topic_partitions)
         ]
+
+    def _changed_claims(self) -> bool:
+        """Has a partition stage 1 owns become idle (or new) since its last watermarks?"""
+        for tp in self.app.consumer.assignment():
+            if tp.topic != self.events_topic:
+                continue
+            if f"e{tp.partition}" not in self._claimed1:
+                return True
+            if tp.partition not in self._idle1 and self._caught_up(
+                tp, self._seen1.get(tp.partition)
+            ):
+                return True
+        return False
+
+    def _floor(self) -> int:
+        return to_millis(self.clock.now()) - self.order_wait_ms
 
     # -- sink ---------------------------------------------------------------------------------
     def migrate(self) -> list[str]:
@@ -674,10 +696,10 @@ class Worker:
         async with self.stitch_lock:
             pending: list[Any] = []
             counters = Counters()
-            wall = asyncio.get_running_loop().time()
-            busy = wall - self._active1 < HEARTBEAT_FOR or self._holding
-            if busy and wall - self._wm_sent_at >= WATERMARK_EVERY:
-                self.emit(await self._watermarks(), pending)
+            generation = self.app.consumer_generation_id
+            if generation != self._claimed_generation or self._changed_claims():
+                self._claimed_generation = generation  # a rebalance: tell the new owners
+                self.emit(self._watermarks(), pending)
             claims = self._claimed1
             states = []
             for raw_key in self.due[self.cookie_due].pop_due(lambda p: claims.get(f"e{p}", NEVER)):

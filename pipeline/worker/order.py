@@ -7,18 +7,19 @@ score threshold at one event or another. So stage 2 applies each contact's recor
 time order (``received_at``, then ``event_id``, then where the record came from), once every
 source has passed that time:
 
-- **Watermarks.** After each batch, and a few times a second when idle, stage 1 sends to every
-  ``x.contact-work`` partition a ``{"k": "wm", "w": {source partition: time}}`` record: the
-  ``received_at`` of the last event it handled from each ``ma.events`` partition it owns, or,
-  when it has read all there is, ``now - MA_ORDER_WAIT`` (an event may reach Kafka that much
-  after the collector stamped it). Kafka keeps a partition's order, so a watermark follows the
-  hand-overs it covers.
+- **Watermarks.** Stage 1 sends every ``x.contact-work`` partition a ``{"k": "wm", "w":
+  {source: time}, "idle": [source, ...]}`` record after each batch: per ``ma.events`` partition
+  it owns (``e<n>``), the ``received_at`` of the last event it handled there, and whether it has
+  read all there is (*idle*). Kafka keeps a partition's order, so a watermark follows the
+  hand-overs it covers. An idle source needs no more records: stage 2 counts it as ``now -
+  MA_ORDER_WAIT`` by its own clock (an event may reach Kafka that much after the collector
+  stamped it) until the source says otherwise: stage 1 sends a busy watermark (not idle) before
+  it starts on new events of an idle partition, and its claims again after a rebalance. So an
+  idle pipeline's topics go quiet.
 - **The frontier** of a stage-2 partition is the lowest watermark over all sources: every
   stage-1 partition, and its own ``ma.contact-updates`` partition (read by stage 2 itself, with
-  the same rule). A source not heard from for ``MA_ORDER_WAIT`` + ``SILENT_AFTER`` (its worker
-  died; Kafka moves its partitions within the session timeout) counts as ``now -
-  MA_ORDER_WAIT``, so waits stay bounded (an idle stage 1 stops sending watermarks after a
-  few seconds, so that an idle pipeline's topics go quiet).
+  the same rule). A source not heard from since the partition was assigned counts as ``now -
+  MA_ORDER_WAIT`` after ``MA_ORDER_WAIT`` + ``SILENT_AFTER``, so waits stay bounded.
 - **The inbox.** A record is deduplicated on receipt and held in its contact's state (so the
   input can be acknowledged: the inbox is as durable as the rest of the state), under its
   ``order_key``. The contact's wake time (its earliest held record, or its earliest pending
@@ -30,7 +31,7 @@ source has passed that time:
 Example::
 
     frontier = Frontier(partitions=4, wait_ms=500)
-    frontier.heard(0, "e1", 1_700_000_000_000, wall=time.monotonic())
+    frontier.heard(0, "e1", 1_700_000_000_000, idle=False)
     frontier.value(0, now_ms, wall)      # the time up to which partition 0 may release
 """
 
@@ -41,14 +42,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Seconds beyond ``MA_ORDER_WAIT`` after which a silent source no longer holds others back. A
-#: stage 1 that has work sends a watermark after every batch (under a second even for 2,000
-#: events on a busy machine) and, idle, for ``HEARTBEAT_FOR`` more: so a silent source is one
-#: that has had nothing to do, or whose worker died (its records then count as late).
+#: Seconds beyond ``MA_ORDER_WAIT`` after which a source not heard from at all (since the
+#: partition was assigned) no longer holds others back: longer than a worker takes to send its
+#: first watermarks after a start or a rebalance.
 SILENT_AFTER = 5.0
-#: Seconds an idle stage 1 keeps sending watermarks after its last event, or while its worker's
-#: stage 2 holds records: then the internal topic goes quiet (lag drains to 0).
-HEARTBEAT_FOR = 3.0
 #: Records held per contact at most; beyond it the oldest is released regardless (counted).
 INBOX_LIMIT = 2_000
 NEVER = -(2**62)
@@ -73,7 +70,7 @@ def order_key(message: dict[str, Any], at: int, source: int, offset: int) -> lis
 @dataclass
 class _Source:
     w: int = NEVER
-    heard: float = 0.0
+    idle: bool = False
 
 
 @dataclass
@@ -98,28 +95,27 @@ class Frontier:
             self._sources[q] = {}
             self._since[q] = wall
 
-    def heard(self, q: int, source: str, w: int, wall: float | None = None) -> None:
+    def heard(self, q: int, source: str, w: int, *, idle: bool, wall: float | None = None) -> None:
         sources = self._sources.setdefault(q, {})
         self._since.setdefault(q, time.monotonic() if wall is None else wall)
         entry = sources.setdefault(source, _Source())
         entry.w = max(entry.w, w)
-        entry.heard = time.monotonic() if wall is None else wall
+        entry.idle = idle
 
     def value(self, q: int, now_ms: int, wall: float | None = None) -> int:
-        """The time up to which partition ``q`` may release: the lowest watermark, a source
-        silent for too long counting as ``now - MA_ORDER_WAIT``."""
+        """The time up to which partition ``q`` may release: the lowest watermark, an idle
+        source (or one never heard from for too long) counting as ``now - MA_ORDER_WAIT``."""
         wall = time.monotonic() if wall is None else wall
         sources = self._sources.get(q, {})
-        since = self._since.get(q, wall)
-        silent = self.wait_ms / 1000 + SILENT_AFTER
+        unheard_too_long = wall - self._since.get(q, wall) > self.wait_ms / 1000 + SILENT_AFTER
         floor = now_ms - self.wait_ms
         lowest: int | None = None
         for name in self.names():
             entry = sources.get(name)
-            w = entry.w if entry is not None else NEVER
-            last = entry.heard if entry is not None else since
-            if wall - last > silent:
-                w = max(w, floor)
+            if entry is None:
+                w = floor if unheard_too_long else NEVER
+            else:
+                w = max(entry.w, floor) if entry.idle else entry.w
             lowest = w if lowest is None else min(lowest, w)
         return NEVER if lowest is None else lowest
 
