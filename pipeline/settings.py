@@ -25,10 +25,10 @@ Every variable read (defaults in brackets):
 - ``MA_SEGMENT_REFRESH``     seconds between recomputing segment membership for profiles [60]
 - ``MA_APP_ID``              Faust application id and consumer-group prefix [``ma-pipeline``]
 - ``MA_STORE``               Faust table store, ``rocksdb://`` or ``memory://`` [``rocksdb://``]
-- ``MA_ORDER_WAIT``          seconds an event may reach Kafka after the collector stamped it;
-                             stage 2 waits that long for slower partitions to keep event-time
-                             order (adds up to that to POST → trigger latency at low traffic)
-                             [0.5]
+- ``MA_ORDER_WAIT``          seconds an event may take from the collector stamping it to Kafka;
+                             stage 2 waits that long before applying a contact's records, to
+                             apply them in event-time order (adds up to that to POST → trigger
+                             latency; a later event is applied as it comes) [0.25]
 - ``MA_LINK_SECRETS``        signing keys for email links, ``kid:secret,kid:secret``; the first
                              signs, all verify [a development key; set it in production]
 - ``MA_KAFKA_VERSION``       Apache Kafka version the local broker fetches [4.1.1]
@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     segment_refresh: float = Field(default=60.0, gt=0)
     app_id: str = "ma-pipeline"
     store: str = "rocksdb://"
-    order_wait: float = Field(default=0.5, ge=0, le=3600)
+    order_wait: float = Field(default=0.25, ge=0, le=3600)
     link_secrets: SecretStr = SecretStr(DEV_LINK_SECRET)
     kafka_version: str = "4.1.1"
     broker_port: int = Field(default=9092, ge=1, le=65535)

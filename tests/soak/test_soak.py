@@ -104,6 +104,12 @@ async def one_fresh_start(kafka_bootstrap: str, tmp: Path, workers: int) -> dict
                     ),
                     timeout=60,
                 )
+
+            # a worker counts a trigger once it is durable, just after consumers can see it
+            async def counted() -> bool:
+                return sum([await fired_by(s) for s in settings]) >= len(people)
+
+            await eventually(counted, timeout=30)
             per_worker = [await fired_by(s) for s in settings]
         finally:
             for other in others:
