@@ -1,4 +1,5 @@
-"""The two Faust defects the worker works around, each through a Faust extension point.
+"""The two Faust defects the worker works around, each through a Faust extension point, and
+one cheaper path through Faust's consumer.
 
 Both are about messages a starting (or rebalancing) worker fetched before Faust is ready for
 them: Faust drops them and counts on "seek to the committed offset" to fetch them again. Each
@@ -37,15 +38,29 @@ order and changes only what step 3 drops: messages of partitions this worker no 
 dropped, messages of its current assignment stay queued and are processed. A message the seek
 then fetches again is processed twice, which the worker tolerates (replays are recognised by
 source offsets; the sink is idempotent).
+
+## A cheaper hand-off of each fetched message (not a defect: a cost)
+
+Faust's fetcher (``Consumer._drain_messages``) hands every message to the conductor with
+``wait_first(callback(message), suspend_flow.wait())``: four tasks and an ``asyncio.wait`` per
+message, so that a rebalance can interrupt a hand-off that waits. The consumer below runs
+Faust's loop with one change: when nothing on the conductor's path can wait (no suspension
+asked, flow control open, the producer buffer below its mark), it awaits ``callback(message)``
+directly; otherwise it does exactly what Faust does. Measured with ``make bench`` on 3 Dec
+(worker events/s): 1,255 without it, 1,566 with it (3686bed, before Worker III: 1,560). It is an
+override in our consumer class (the transport above), not a replacement of Faust's method; the
+integration suite is its test (every message of every test goes through it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from faust.tables.manager import TableManager as FaustTableManager
 from faust.tables.recovery import Recovery as FaustRecovery
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 log = logging.getLogger(__name__)
@@ -78,6 +93,87 @@ class Consumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
+        """Faust 0.15.3's ``Consumer._drain_messages`` (BSD licence), handing each message to
+        the conductor directly when that cannot block (see "A cheaper hand-off" above)."""
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        flag_consumer_fetching = CONSUMER_FETCHING
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        suspended = self.suspend_flow.is_set
+        flow_active = self.app.flow_control.is_active
+        buffer = self.app.producer.buffer
+
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
+
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(flag_consumer_fetching)
+                ait = getmany(timeout=1.0)
+                await self.sleep(0)
+                if not self.should_stop:
+                    async for tp, message in ait:
+                        num_since_yield += 1
+                        if num_since_yield > yield_every:
+                            await sleep(0)
+                            num_since_yield = 0
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is None or offset >= r_offset:
+                            gap = offset - (r_offset or 0)
+                            if gap > 1 and r_offset:
+                                acks_enabled = acks_enabled_for(message.topic)
+                                if acks_enabled:
+                                    await self._add_gap(tp, r_offset + 1, offset)
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                            if (
+                                not suspended()
+                                and flow_active()
+                                and buffer.size <= buffer.max_messages
+                            ):
+                                # Nothing on the conductor's path can wait now (flow control
+                                # open, producer buffer below its mark, agent queues far larger
+                                # than a batch): no need for Faust's four tasks per message that
+                                # let a rebalance interrupt a waiting hand-off.
+                                await callback(message)
+                            else:
+                                await self.wait_first(callback(message), self.suspend_flow.wait())
+                            set_read_offset(tp, offset)
+                        else:
+                            self.log.dev(
+                                "DROPPED MESSAGE ROFF %r: k=%r v=%r",
+                                offset,
+                                message.key,
+                                message.value,
+                            )
+                unset_flag(flag_consumer_fetching)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(flag_consumer_fetching)
 
     def handed(self, tp: Any) -> int | None:
         """Where Faust got to on ``tp``: the committed offset after a seek (the next to read),
