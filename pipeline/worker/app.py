@@ -621,10 +621,7 @@ class Worker:
                 idle.add(tp.partition)
         if not claims:
             return []
-        self._claimed1 = {
-            name: w if int(name[1:]) not in idle else max(w, self._floor())
-            for name, w in claims.items()
-        }
+        self._claimed1 = claims
         self._idle1 = idle
         value = {"k": "wm", "w": claims, "idle": sorted(f"e{p}" for p in idle)}
         return [
@@ -700,7 +697,12 @@ class Worker:
             if generation != self._claimed_generation or self._changed_claims():
                 self._claimed_generation = generation  # a rebalance: tell the new owners
                 self.emit(self._watermarks(), pending)
-            claims = self._claimed1
+            # how far each of its partitions has got: an idle one up to now - MA_ORDER_WAIT
+            floor = self._floor()
+            claims = {
+                f"e{p}": max(w, floor) if p in self._idle1 else w
+                for p, w in ((int(name[1:]), w) for name, w in self._claimed1.items())
+            }
             states = []
             for raw_key in self.due[self.cookie_due].pop_due(lambda p: claims.get(f"e{p}", NEVER)):
                 key = raw_key.decode()

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from pipeline import contact_id_for, links
-from tests.integration.worker.conftest import Stack, eventually, new_aid, new_email, page_view
+from tests.conftest import REPO
+from tests.integration.worker.conftest import (
+    Stack,
+    eventually,
+    new_aid,
+    new_email,
+    open_stack,
+    page_view,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -294,3 +304,33 @@ async def test_a_rules_file_with_a_typo_is_refused_and_the_old_rules_keep_runnin
         assert "ma_rules_refused_total 1.0" in metrics
     finally:
         path.write_text(good)
+
+
+async def test_an_anonymous_delayed_trigger_fires_on_time_on_an_idle_pipeline(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Stage 1 fires a cookie's delayed trigger when its partition's watermark passes the due
+    time, also when nothing else happens (an idle partition counts as now - MA_ORDER_WAIT)."""
+    rules = yaml.safe_load((REPO / "config" / "rules.yaml").read_text())
+    rules["triggers"]["rules"].append(
+        {
+            "id": "come-back-prompt",
+            "when": {"event": {"type": "page_view", "url": "/later*"}},
+            "delay": "2s",
+            "channel": "web",
+            "requires": ["anonymous"],
+        }
+    )
+    async with open_stack(
+        kafka_bootstrap, tmp_path, rules=yaml.safe_dump(rules, sort_keys=False)
+    ) as stack:
+        aid = new_aid()
+        view = page_view(aid, "/later/offer")
+        await stack.send(view)
+        async with stack.reader("triggers") as reader:
+            await reader.wait_for(
+                lambda vs: any(v.get("anonymous_id") == aid for v in vs), timeout=30
+            )
+        [prompt] = [v for v in reader.values if v.get("anonymous_id") == aid]
+        assert prompt["rule"] == "come-back-prompt"
+        assert prompt["cause_event_ids"] == [view["event_id"]]
