@@ -676,10 +676,11 @@ class Worker:
     async def _fire_due(self) -> None:
         """What time alone makes happen, in the stage that owns each key.
 
-        Stage 1 sends its watermarks (also when idle: others' records wait for them) and fires
-        anonymous delayed triggers up to its own partitions' watermarks; stage 2 releases the
-        contacts whose wake time the frontier passed. Each under its stage's lock, so between
-        two of its batches, committed as a batch is (outputs first, then state). Each stage's
+        Stage 1 sends its watermarks when they changed without a batch (a partition read to its
+        end, a rebalance) and fires anonymous delayed triggers up to its own partitions'
+        watermarks; stage 2 releases the contacts whose wake time the frontier passed. Each
+        under its stage's lock, so between two of its batches, committed as a batch is
+        (outputs first, then state). Each stage's
         ``DueIndex`` follows the partitions Faust assigned this worker (tables recovered).
         """
         if self.app.rebalancing or self.app.in_recovery:
