@@ -56,7 +56,7 @@ class RepeatFilter(logging.Filter):
         held = int(seen[1]) if seen is not None else 0
         if held:
             record.msg = f"{record.getMessage()} ({held} more like this in {self.window:g} s)"
-            record.args = None
+            record.args = ()  # (None would reach mode's formatter as (None,))
         return True
 
 

@@ -52,3 +52,25 @@ def test_configure_installs_the_filter_once_unless_debugging(level: str, filtere
     for name in AIOKAFKA_LOGGERS:
         installed = [f for f in logging.getLogger(name).filters if isinstance(f, RepeatFilter)]
         assert len(installed) == (1 if filtered else 0)
+
+
+def test_a_summarised_record_formats_under_modes_formatter() -> None:
+    """Faust's workers log through mode's ExtensionFormatter, which turns ``args=None`` into
+    ``(None,)`` and then fails on ``msg % (None,)`` (seen as a "--- Logging error ---")."""
+    import logging
+
+    from mode.utils.logging import ExtensionFormatter
+
+    from pipeline.logs import RepeatFilter
+
+    summarise = RepeatFilter(window=10.0, clock=lambda: 0.0)
+    records = [
+        logging.LogRecord("aiokafka", logging.WARNING, "f", 1, "failed for %s", ("g",), None)
+        for _ in range(3)
+    ]
+    kept = [r for r in records if summarise.filter(r)]
+    summarise.clock = lambda: 11.0
+    again = logging.LogRecord("aiokafka", logging.WARNING, "f", 1, "failed for %s", ("g",), None)
+    assert summarise.filter(again)
+    assert len(kept) == 1
+    assert ExtensionFormatter().format(again).endswith("failed for g (2 more like this in 10 s)")
