@@ -148,7 +148,12 @@ class Worker:
             # Records go out in one batch per partition (pipeline.worker.produce); aiokafka's
             # 16 KB default split a stage's batch into dozens of requests, one after another.
             producer_max_batch_size=512 * 1024,
-            stream_wait_empty=False,
+            # A revocation waits until the agents are done with the batch they hold, as Faust
+            # means it to ("some of the agent instances may have already started working on
+            # an event. we need to wait for them"): without it a leaving worker's batch wrote
+            # state and outputs after the new owner recovered the partition (seen as a lost
+            # link decision in test_order's "workers leave" run under CPU load).
+            stream_wait_empty=True,
             # Faust stops fetching a partition while a stream's buffer is under pressure and
             # resumes when it drains; around a rebalance a resume can be missed and the
             # partition stalls. Buffers larger than any batch keep that path cold.
