@@ -221,27 +221,6 @@ def test_anonymous_caps_carry_over_to_the_contact() -> None:
     assert [o for o in outs if o.topic == "scores"] == []
 
 
-def test_anonymous_reads_count_towards_the_contacts_count_rule_after_first_link() -> None:
-    pipeline = Pipeline(RULES)
-    pipeline.contact_update(
-        {
-            "contact_id": A,
-            "source": "crm",
-            "email": ANA,
-            "consent_email": True,
-            "received_at": from_millis(T0 - DAY),
-        }
-    )
-    pipeline.send(page_view("/blog/marketing/a", T0, anonymous_id=COOKIE))
-    pipeline.send(page_view("/blog/marketing/b", T0 + HOUR, anonymous_id=COOKIE))
-    pipeline.send(click(A, T0 + 2 * HOUR, anonymous_id=COOKIE))
-    pipeline.send(page_view("/blog/marketing/c", T0 + 3 * HOUR, anonymous_id=COOKIE))
-    outs = pipeline.tick(T0 + 3 * HOUR + DAY)
-    assert [o.value["rule"] for o in outs if o.topic == "triggers" and o.value] == [
-        "marketing-webinar-invite"
-    ]
-
-
 def _known_ana(pipeline: Pipeline, **fields: Any) -> None:
     pipeline.contact_update(
         {
@@ -253,6 +232,19 @@ def _known_ana(pipeline: Pipeline, **fields: Any) -> None:
             **fields,
         }
     )
+
+
+def test_anonymous_reads_count_towards_the_contacts_count_rule_after_first_link() -> None:
+    pipeline = Pipeline(RULES)
+    _known_ana(pipeline)
+    pipeline.send(page_view("/blog/marketing/a", T0, anonymous_id=COOKIE))
+    pipeline.send(page_view("/blog/marketing/b", T0 + HOUR, anonymous_id=COOKIE))
+    pipeline.send(click(A, T0 + 2 * HOUR, anonymous_id=COOKIE))
+    pipeline.send(page_view("/blog/marketing/c", T0 + 3 * HOUR, anonymous_id=COOKIE))
+    outs = pipeline.tick(T0 + 3 * HOUR + DAY)
+    assert [o.value["rule"] for o in outs if o.topic == "triggers" and o.value] == [
+        "marketing-webinar-invite"
+    ]
 
 
 def test_an_anonymous_match_schedules_the_contacts_trigger_from_its_own_time() -> None:
