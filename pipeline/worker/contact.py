@@ -1,0 +1,180 @@
+"""Stage 2, per contact: score, lifecycle, triggers and CRM updates, in event-time order.
+
+Reads ``ma.x.contact-work`` (stage 1's hand-overs and watermarks, keyed by ``contact_id``) and
+``ma.contact-updates``; keeps each contact's ``ContactRecord`` in the ``contacts`` table. A batch
+is taken in first (``steps.contact_receive``: deduplicated, held in the contact's inbox), then
+each contact's held records and due triggers are released in (received_at, event_id) order up
+to the partition's frontier (``pipeline.worker.order``): the point every source — each of stage
+1's ``ma.events`` partitions, and this partition's ``ma.contact-updates`` — has passed.
+
+Time-driven work (``fire_due``, from the worker's timer): the contacts whose wake time (a held
+record or a delayed trigger, kept in ``contact-due``) the frontier has reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from faust.types import TP
+
+from pipeline import codec
+from pipeline.clock import Clock, to_millis
+from pipeline.rules import RulesWatcher
+from pipeline.settings import Settings
+from pipeline.topics import CONTACT_WORK
+from pipeline.worker.commit import Committer, State, load
+from pipeline.worker.due import DueIndex
+from pipeline.worker.order import NEVER, Frontier, wake_time
+from pipeline.worker.steps import (
+    ContactRecord,
+    Counters,
+    already_applied,
+    check_update,
+    contact_receive,
+    contact_release,
+    message_time,
+)
+
+
+class ContactStage:
+    def __init__(
+        self,
+        app: Any,
+        settings: Settings,
+        rules: RulesWatcher,
+        clock: Clock,
+        committer: Committer,
+        contacts: Any,
+        contact_due: Any,
+    ) -> None:
+        self.app = app
+        self.rules = rules
+        self.clock = clock
+        self.out = committer
+        self.contacts = contacts
+        self.contact_due = contact_due
+        self.due = committer.due[contact_due] = DueIndex(contact_due)
+        self.lock = asyncio.Lock()  # a batch and the release of due contacts exclude each other
+        self.work_topic = settings.topic(CONTACT_WORK)
+        self.updates_topic = settings.topic("contact-updates")
+        self.frontier = Frontier(settings.topic_partitions, int(settings.order_wait * 1000))
+        # per ma.contact-updates partition: (latest received_at, offset) handled
+        self._seen: dict[int, tuple[int, int]] = {}
+
+    async def batch(self, batch: list[Any]) -> None:
+        """Take a batch in, then release what the frontier has passed, and commit."""
+        out = self.out
+        rules = self.rules.rules
+        counters = Counters()
+        pending: list[Any] = []
+        records: dict[str, ContactRecord] = {}
+        wall = asyncio.get_running_loop().time()
+        for event in batch:
+            message = event.message
+            try:
+                key = message.key.decode() if message.key else None
+                value = codec.loads(message.value)
+                source = 0
+                if message.topic == self.updates_topic:
+                    self._seen[message.partition] = (
+                        max(
+                            self._seen.get(message.partition, (NEVER, -1))[0],
+                            message_time({**value, "k": "update"}) or NEVER,
+                        ),
+                        message.offset,
+                    )
+                    if value.get("via") == "worker":
+                        continue  # a form's traits: applied from stage 1's hand-over
+                    value = {"k": "update", **check_update(value)}
+                    source = 1
+                elif value.get("k") == "wm":
+                    idle = set(value.get("idle") or ())
+                    for name, w in value["w"].items():
+                        self.frontier.heard(
+                            message.partition, name, int(w), idle=name in idle, wall=wall
+                        )
+                    continue
+                elif value.get("k") == "event" and value["e"].get("contact_id") is None:
+                    continue  # anonymous, from before x.anonymous-events: for the sink
+                elif value.get("k") == "erase":
+                    continue  # for the sink
+                if key is None:
+                    raise ValueError("contact-work message without a key")
+                record = records.get(key) or ContactRecord.from_dict(key, load(self.contacts, key))
+                records[key] = record
+                if already_applied(
+                    record.offsets, message.topic, message.partition, message.offset
+                ):
+                    counters.add("replayed")
+                    continue
+                if value.get("k") == "due":
+                    continue  # a tick of an older version: due times are kept per key now
+                contact_receive(record, value, source, message.offset, counters)
+            except Exception as exc:
+                out.dead_letter("worker:contact", exc, message.value, pending)
+        self._release(records, rules, counters, pending)
+        await out.commit(pending, self._states(records))
+        out.metrics.processed.labels("contact").inc(len(batch))
+        out.count(counters)
+
+    def _release(
+        self,
+        records: dict[str, ContactRecord],
+        rules: Any,
+        counters: Counters,
+        pending: list[Any],
+    ) -> None:
+        """Release each contact's held records and due triggers the frontier has passed: the
+        contacts in ``records``, and those whose wake time the frontier reached."""
+        now = to_millis(self.clock.now())
+        wall = asyncio.get_running_loop().time()
+        owned = {
+            tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.work_topic
+        }
+        self.frontier.assigned(owned, wall)
+        limits = {}
+        for q in owned:
+            # this partition's own ma.contact-updates is one of its sources
+            seen = self._seen.get(q)
+            w = seen[0] if seen is not None else NEVER
+            idle = self.out.caught_up(TP(self.updates_topic, q), seen)
+            self.frontier.heard(q, "u", w, idle=idle, wall=wall)
+            limits[q] = self.frontier.value(q, now, wall)
+        for raw_key in self.due.pop_due(lambda q: limits.get(q, NEVER)):
+            key = raw_key.decode()
+            if key not in records:
+                records[key] = ContactRecord.from_dict(key, load(self.contacts, key))
+        for key, record in records.items():
+            q = self.contacts.data.partition_of(key.encode())
+            try:
+                self.out.emit(
+                    contact_release(record, limits.get(q, NEVER), rules, counters), pending
+                )
+            except Exception as exc:
+                self.out.dead_letter("worker:contact", exc, codec.dumps(record.to_dict()), pending)
+                record.inbox.clear()
+
+    def _states(self, records: dict[str, ContactRecord]) -> list[State]:
+        return [
+            (
+                self.contacts,
+                self.contact_due,
+                key,
+                None if record.erased else record.to_dict(),
+                None if record.erased else wake_time(record.inbox, record.triggers.pending),
+            )
+            for key, record in records.items()
+        ]
+
+    # -- time -----------------------------------------------------------------------------------
+    async def fire_due(self) -> None:
+        """Release the contacts whose wake time the frontier has reached; committed as a batch
+        is."""
+        async with self.lock:
+            pending: list[Any] = []
+            counters = Counters()
+            records: dict[str, ContactRecord] = {}
+            self._release(records, self.rules.rules, counters, pending)
+            await self.out.commit(pending, self._states(records))
+            self.out.count(counters)

@@ -1,0 +1,207 @@
+"""Stage 1, per cookie: identity stitching, anonymous scores and triggers, the hand-over.
+
+Reads ``ma.events`` and ``ma.x.cookie-commands`` (keyed by ``anonymous_id``); keeps each cookie's
+``CookieRecord`` in the ``cookies`` table; decides with ``steps.cookie_step`` (link, re-link or
+refuse; anonymous score and triggers) and hands each event of a known contact to stage 2 on
+``ma.x.contact-work``, stamped with its source partition and offset. After each batch it tells
+every stage-2 partition how far in event time each of its ``ma.events`` partitions has got (a
+watermark, ``pipeline.worker.order``), and whether it has read a partition to its end (idle).
+
+Time-driven work (``fire_due``, from the worker's timer): watermarks that changed without a
+batch (a partition read to its end, a rebalance) and the anonymous delayed triggers that are
+due, up to each partition's watermark (an idle one's: now − ``MA_ORDER_WAIT``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pipeline import codec
+from pipeline.clock import Clock, to_millis
+from pipeline.rules import RulesWatcher
+from pipeline.settings import Settings
+from pipeline.topics import CONTACT_WORK, COOKIE_COMMANDS
+from pipeline.worker.commit import Committer, State, load
+from pipeline.worker.due import DueIndex
+from pipeline.worker.order import NEVER
+from pipeline.worker.steps import (
+    CookieRecord,
+    Counters,
+    Out,
+    already_applied,
+    check_event,
+    cookie_command,
+    cookie_step,
+    due_step,
+    event_time,
+    stamp,
+)
+
+
+class StitchStage:
+    def __init__(
+        self,
+        app: Any,
+        settings: Settings,
+        rules: RulesWatcher,
+        clock: Clock,
+        committer: Committer,
+        cookies: Any,
+        cookie_due: Any,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.rules = rules
+        self.clock = clock
+        self.out = committer
+        self.cookies = cookies
+        self.cookie_due = cookie_due
+        self.due = committer.due[cookie_due] = DueIndex(cookie_due)
+        self.lock = asyncio.Lock()  # a batch and the firing of due triggers exclude each other
+        self.events_topic = settings.topic("events")
+        self.commands_topic = settings.topic(COOKIE_COMMANDS)
+        self.order_wait_ms = int(settings.order_wait * 1000)
+        # per ma.events partition: (latest received_at, offset) handled; what was last claimed
+        self._seen: dict[int, tuple[int, int]] = {}
+        self._claimed: dict[str, int] = {}
+        self._idle: set[int] = set()  # partitions last claimed idle
+        self._claimed_generation = -1  # the group generation claims were last sent in
+
+    async def batch(self, batch: list[Any]) -> None:
+        """Decide a batch of events and cookie commands, then hand over and commit."""
+        out = self.out
+        # Partitions last claimed idle get new events: say so before deciding them (stage 2
+        # counts an idle partition as caught up until it hears otherwise).
+        woken = {e.message.partition for e in batch if e.message.topic == self.events_topic}
+        if woken & self._idle:
+            busy: list[Any] = []
+            out.emit(self.watermarks(busy=woken), busy)
+            await out.send(busy)
+        rules = self.rules.rules
+        counters = Counters()
+        pending: list[Any] = []
+        records: dict[str, CookieRecord] = {}
+
+        def cookie(key: str) -> CookieRecord:
+            record = records.get(key)
+            if record is None:
+                record = records[key] = CookieRecord.from_dict(load(self.cookies, key))
+            return record
+
+        for event in batch:
+            message = event.message
+            try:
+                key = message.key.decode() if message.key else None
+                value = codec.loads(message.value)
+                if message.topic == self.commands_topic:
+                    if key is None:
+                        raise ValueError("cookie command without a key")
+                    record = cookie(key)
+                    if already_applied(
+                        record.offsets, message.topic, message.partition, message.offset
+                    ):
+                        counters.add("replayed")
+                        continue
+                    if value.get("k") == "due":
+                        out.emit(
+                            due_step(record, rules, int(value["at"]), counters, anonymous_id=key),
+                            pending,
+                        )
+                    else:
+                        cookie_command(record, value)
+                    continue
+                aid = check_event(value).get("anonymous_id")
+                here = (message.partition, message.offset)
+                self._seen[message.partition] = (
+                    max(self._seen.get(message.partition, (NEVER, -1))[0], event_time(value)),
+                    message.offset,
+                )
+                if aid is None:  # no cookie: nothing to remember per key
+                    out.emit(
+                        stamp(cookie_step(CookieRecord(), value, rules, counters), *here),
+                        pending,
+                    )
+                    continue
+                record = cookie(aid)
+                if already_applied(
+                    record.offsets, message.topic, message.partition, message.offset
+                ):
+                    counters.add("replayed")
+                    continue
+                out.emit(stamp(cookie_step(record, value, rules, counters), *here), pending)
+            except Exception as exc:
+                out.dead_letter("worker:stitch", exc, message.value, pending)
+        out.emit(self.watermarks(), pending)  # after the hand-overs they cover
+        await out.commit(pending, [self._state(key, record) for key, record in records.items()])
+        out.metrics.processed.labels("stitch").inc(len(batch))
+        out.count(counters)
+
+    def _state(self, key: str, record: CookieRecord) -> State:
+        return (self.cookies, self.cookie_due, key, record.to_dict(), record.triggers.next_due())
+
+    # -- watermarks -----------------------------------------------------------------------------
+    def watermarks(self, busy: set[int] | frozenset[int] = frozenset()) -> list[Out]:
+        """One watermark record per ``x.contact-work`` partition (``order``): partitions in
+        ``busy`` are about to get new events, whatever was read before."""
+        claims: dict[str, int] = {}
+        idle: set[int] = set()
+        for tp in self.app.consumer.assignment():
+            if tp.topic != self.events_topic:
+                continue
+            seen = self._seen.get(tp.partition)
+            claims[f"e{tp.partition}"] = seen[0] if seen is not None else NEVER
+            if tp.partition not in busy and self.out.caught_up(tp, seen):
+                idle.add(tp.partition)
+        if not claims:
+            return []
+        self._claimed = claims
+        self._idle = idle
+        value = {"k": "wm", "w": claims, "idle": sorted(f"e{p}" for p in idle)}
+        return [
+            Out(CONTACT_WORK, None, value, partition=q)
+            for q in range(self.settings.topic_partitions)
+        ]
+
+    def _changed_claims(self) -> bool:
+        """Has a partition this stage owns become idle (or new) since its last watermarks?"""
+        for tp in self.app.consumer.assignment():
+            if tp.topic != self.events_topic:
+                continue
+            if f"e{tp.partition}" not in self._claimed:
+                return True
+            if tp.partition not in self._idle and self.out.caught_up(
+                tp, self._seen.get(tp.partition)
+            ):
+                return True
+        return False
+
+    # -- time -----------------------------------------------------------------------------------
+    async def fire_due(self) -> None:
+        """Watermarks that changed without a batch, and the anonymous delayed triggers due up
+        to each partition's watermark; committed as a batch is."""
+        rules = self.rules.rules
+        out = self.out
+        async with self.lock:
+            pending: list[Any] = []
+            counters = Counters()
+            generation = self.app.consumer_generation_id
+            if generation != self._claimed_generation or self._changed_claims():
+                self._claimed_generation = generation  # a rebalance: tell the new owners
+                out.emit(self.watermarks(), pending)
+            # how far each of its partitions has got: an idle one up to now - MA_ORDER_WAIT
+            floor = to_millis(self.clock.now()) - self.order_wait_ms
+            claims = {
+                f"e{p}": max(w, floor) if p in self._idle else w
+                for p, w in ((int(name[1:]), w) for name, w in self._claimed.items())
+            }
+            states = []
+            for raw_key in self.due.pop_due(lambda p: claims.get(f"e{p}", NEVER)):
+                key = raw_key.decode()
+                cookie = CookieRecord.from_dict(load(self.cookies, key))
+                upto = claims.get(f"e{self.cookies.data.partition_of(raw_key)}", NEVER)
+                while (due := cookie.triggers.next_due()) is not None and due <= upto:
+                    out.emit(due_step(cookie, rules, due, counters, anonymous_id=key), pending)
+                states.append(self._state(key, cookie))
+            await out.commit(pending, states)
+            out.count(counters)
