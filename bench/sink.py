@@ -30,7 +30,7 @@ from pipeline.clickhouse.migrate import migrate
 from pipeline.sink import TABLE_COLUMNS, SinkWriter, rows_for
 from pipeline.topics import CONTACT_WORK
 
-#: As the worker's sink batches (``pipeline.worker.sink.BATCH``).
+#: As the worker's sink batches (``pipeline.sink.loop.BATCH``).
 SINK_BATCH = 10_000
 Rows = list[tuple[str, tuple[Any, ...]]]
 

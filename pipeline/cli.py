@@ -154,6 +154,15 @@ def worker(ctx: click.Context) -> None:
     run_worker(_settings(ctx))
 
 
+@main.command()
+@click.pass_context
+def sink(ctx: click.Context) -> None:
+    """Run the ClickHouse sink as a process of its own (workers with MA_SINK=false)."""
+    from pipeline.sink.main import run_sink
+
+    run_sink(_settings(ctx))
+
+
 # -- analysts ---------------------------------------------------------------------------------
 def _parse_params(params: tuple[str, ...]) -> dict[str, str]:
     parsed = {}

@@ -27,12 +27,16 @@ from pipeline.topics import CONTACT_INPUTS, SINK_INPUTS, STITCH_INPUTS
 
 
 def worker_groups(settings: Settings) -> dict[str, list[str]]:
-    """The worker's consumer groups and the topics each reads (no sink group when the worker
-    runs without its ClickHouse sink, ``MA_SINK=false``)."""
+    """The worker's consumer groups and the topics each reads (the sink's group too unless the
+    worker runs without its sink, ``MA_SINK=false``)."""
     groups = {settings.app_id: [settings.topic(t) for t in (*STITCH_INPUTS, *CONTACT_INPUTS)]}
     if settings.sink:
-        groups[f"{settings.app_id}-sink"] = [settings.topic(t) for t in SINK_INPUTS]
+        groups[sink_group(settings)] = [settings.topic(t) for t in SINK_INPUTS]
     return groups
+
+
+def sink_group(settings: Settings) -> str:
+    return f"{settings.app_id}-sink"
 
 
 async def group_lag(
@@ -71,15 +75,20 @@ async def _committed(admin: AIOKafkaAdminClient, group: str, attempts: int = 20)
 
 
 async def consumer_lag(settings: Settings) -> dict[str, dict[str, int]]:
-    """``{group: {topic: lag}}`` for the worker's groups (``worker_groups``)."""
+    """``{group: {topic: lag}}`` for the worker's groups (``worker_groups``), and the sink's
+    when ``ma-pipeline sink`` runs apart from workers without one (it has committed)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
     try:
         await admin.start()
         await consumer.start()
+        groups = worker_groups(settings)
+        apart = sink_group(settings)
+        if apart not in groups and await _committed(admin, apart):  # ma-pipeline sink
+            groups[apart] = [settings.topic(t) for t in SINK_INPUTS]
         return {
             group: await group_lag(admin, consumer, group, topics)
-            for group, topics in worker_groups(settings).items()
+            for group, topics in groups.items()
         }
     finally:
         await consumer.stop()

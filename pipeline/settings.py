@@ -21,7 +21,10 @@ Every variable read (defaults in brackets):
 - ``MA_WORKER_WEB_PORT``     the worker API's port (queries, segments, profiles) [6066]
 - ``MA_WORKER_URL``          where the collector and CLI reach the worker API
                              [``http://127.0.0.1:<MA_WORKER_WEB_PORT>``]
-- ``MA_SINK``                write to ClickHouse from the worker (``false``: no sink) [true]
+- ``MA_SINK``                write to ClickHouse from the worker (``false``: the sink runs as
+                             ``ma-pipeline sink``, or not at all) [true]
+- ``MA_SINK_WEB_HOST``, ``MA_SINK_WEB_PORT``  ``ma-pipeline sink``'s API (health, metrics,
+                             queries when it owns embedded chDB) [``127.0.0.1``, 6067]
 - ``MA_SEGMENT_REFRESH``     seconds between recomputing segment membership for profiles [60]
 - ``MA_APP_ID``              Faust application id and consumer-group prefix [``ma-pipeline``]
 - ``MA_STORE``               Faust table store, ``rocksdb://`` or ``memory://`` [``rocksdb://``]
@@ -79,6 +82,8 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(default=6066, ge=0, le=65535)
     worker_url: str | None = None
     sink: bool = True
+    sink_web_host: str = "127.0.0.1"
+    sink_web_port: int = Field(default=6067, ge=0, le=65535)
     segment_refresh: float = Field(default=60.0, gt=0)
     app_id: str = "ma-pipeline"
     store: str = "rocksdb://"
@@ -107,6 +112,11 @@ class Settings(BaseSettings):
     def worker_api(self) -> str:
         """The base URL of the worker API."""
         return (self.worker_url or f"http://127.0.0.1:{self.worker_web_port}").rstrip("/")
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        """chDB: one process at a time opens its files (the worker, or ``ma-pipeline sink``)."""
+        return self.clickhouse_url.startswith("chdb://")
 
     @property
     def uses_local_broker(self) -> bool:

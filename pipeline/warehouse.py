@@ -43,6 +43,29 @@ def read(
     return columns, rows
 
 
+#: the most rows one query answers through the worker's (or the sink's) API
+MAX_ROWS = 1_000_000
+
+
+async def answer_query(clickhouse: ClickHouse, body: bytes) -> tuple[int, dict[str, Any]]:
+    """The API's answer to ``POST /query`` (``{"sql", "parameters"?}``): status and JSON,
+    ``{"columns", "rows"}`` or ``{"error"}``. Read-only, at most ``MAX_ROWS`` rows."""
+    try:
+        request = codec.loads(body)
+        sql = request["sql"]
+        parameters = request.get("parameters") or {}
+        if not isinstance(sql, str) or not isinstance(parameters, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        return 400, {"error": 'body must be {"sql": "...", "parameters": {...}}'}
+    limits = {"readonly": 1, "max_result_rows": MAX_ROWS, "result_overflow_mode": "throw"}
+    try:
+        columns, rows = await clickhouse.run(lambda c: read(c, sql, parameters, limits))
+    except Exception as exc:
+        return 400, {"error": str(exc).split("\n")[0][:2000]}
+    return 200, {"columns": columns, "rows": rows}
+
+
 class QueryError(Exception):
     """ClickHouse refused the query; the message is ClickHouse's."""
 

@@ -22,11 +22,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline import codec
-from pipeline.warehouse import read
+from pipeline.warehouse import answer_query
 from pipeline.worker.profiles import Worker, profile_view
 
 log = logging.getLogger(__name__)
-MAX_ROWS = 1_000_000
 
 
 def _json(value: Any, status: int = 200) -> web.Response:
@@ -78,26 +77,8 @@ def make_api(worker: Worker) -> web.Application:
     async def query(request: web.Request) -> web.Response:
         if worker.clickhouse is None:
             return _json({"error": "this worker has no ClickHouse sink (MA_SINK=false)"}, 503)
-        try:
-            body = codec.loads(await request.read())
-            sql = body["sql"]
-            parameters = body.get("parameters") or {}
-            if not isinstance(sql, str) or not isinstance(parameters, dict):
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
-            return _json({"error": 'body must be {"sql": "...", "parameters": {...}}'}, 400)
-        try:
-            columns, rows = await worker.clickhouse.run(
-                lambda c: read(
-                    c,
-                    sql,
-                    parameters,
-                    {"readonly": 1, "max_result_rows": MAX_ROWS, "result_overflow_mode": "throw"},
-                )
-            )
-        except Exception as exc:
-            return _json({"error": str(exc).split("\n")[0][:2000]}, 400)
-        return _json({"columns": columns, "rows": rows})
+        status, answer = await answer_query(worker.clickhouse, await request.read())
+        return _json(answer, status)
 
     async def tasks(request: web.Request) -> web.Response:
         """Every asyncio task and where it waits: for diagnosing a stalled worker."""

@@ -53,23 +53,21 @@ from pipeline.clickhouse.migrate import migrate
 from pipeline.clock import Clock
 from pipeline.rules import RulesWatcher
 from pipeline.settings import Settings
-from pipeline.sink import SinkWriter
+from pipeline.sink.main import build_sink
 from pipeline.topics import (
     CONTACT_DUE_TABLE,
     CONTACT_INPUTS,
     CONTACTS_TABLE,
     COOKIE_DUE_TABLE,
     COOKIES_TABLE,
-    SINK_INPUTS,
     STITCH_INPUTS,
 )
 from pipeline.worker.api import make_api
-from pipeline.worker.commit import OUTPUT_TOPICS, Committer, load
+from pipeline.worker.commit import OUTPUT_TOPICS, Ack, Committer
 from pipeline.worker.contact import ContactStage
 from pipeline.worker.faust_fixes import TableManager, broker_url
 from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.profiles import SegmentMembership
-from pipeline.worker.sink import SinkLoop
 from pipeline.worker.stitch import StitchStage
 from pipeline.worker.store import store_url
 
@@ -175,17 +173,18 @@ class Worker:
 
         app.agent(stitch_in, name="stitch")(self._stitch_agent)
         app.agent(contact_in, name="contact")(self._contact_agent)
+        # The worker reads ClickHouse (queries, segment membership) and, with MA_SINK, writes
+        # it; embedded chDB is opened by one process only: without MA_SINK, `ma-pipeline sink`.
         self.clickhouse: ClickHouse | None = None
-        if settings.sink:
+        if settings.sink or not settings.embedded_clickhouse:
             self.clickhouse = connect(settings)
-            self.writer = SinkWriter(self.clickhouse, on_retry=self._sink_retry)
-            self.sink = SinkLoop(
+        if settings.sink and self.clickhouse is not None:
+            self.sink = build_sink(
                 settings,
-                SINK_INPUTS,
-                self.writer,
-                self.metrics,
-                self.committer.dead_letter,
-                self.committer.send,
+                self.clickhouse,
+                self.metrics.registry,
+                self.committer.producer,
+                self.clock,
             )
             app.task(self._run_sink)
         self.web = web
@@ -193,13 +192,13 @@ class Worker:
         app.timer(DUE_EVERY, name="due-triggers")(self._fire_due)
         app.timer(1.0, name="rules-reload")(self._reload_rules)
         self.membership = SegmentMembership()
-        if settings.sink:
+        if self.clickhouse is not None:
             app.timer(settings.segment_refresh, name="segment-membership")(self._refresh_segments)
 
     # -- what the API and profiles read (``profiles.Worker``) --------------------------------
     def load(self, table: Any, key: str) -> Any:
         """The decoded state of ``key`` in ``table``, or None."""
-        return load(table, key)
+        return self.committer.load(table, key)
 
     def dead_letter(
         self,
@@ -230,17 +229,19 @@ class Worker:
                 await producer.client._wait_on_metadata(name)
             self._metadata_ready.set()
 
+    # Each agent acknowledges a batch only once it is durable (``commit``), while it decides
+    # the next: Faust's ``noack_take`` leaves the acks to it.
     async def _stitch_agent(self, stream: Any) -> None:
         await self._ensure_metadata()
-        async for batch in stream.take_events(BATCH, within=BATCH_WITHIN):
+        async for batch in stream.noack_take(BATCH, within=BATCH_WITHIN):
             async with self.stitch.lock:
-                await self.stitch.batch(batch)
+                await self.stitch.batch(batch, _acknowledge(stream, batch))
 
     async def _contact_agent(self, stream: Any) -> None:
         await self._ensure_metadata()
-        async for batch in stream.take_events(BATCH, within=BATCH_WITHIN):
+        async for batch in stream.noack_take(BATCH, within=BATCH_WITHIN):
             async with self.contact.lock:
-                await self.contact.batch(batch)
+                await self.contact.batch(batch, _acknowledge(stream, batch))
 
     # -- sink ---------------------------------------------------------------------------------
     def migrate(self) -> list[str]:
@@ -249,9 +250,6 @@ class Worker:
             return []
         database = self.settings.clickhouse_database
         return self.clickhouse.call(lambda c: migrate(c, database))
-
-    def _sink_retry(self, table: str, exc: Exception) -> None:
-        self.metrics.sink_retries.labels(table).inc()
 
     async def _run_sink(self) -> None:
         await self.sink.run()
@@ -293,3 +291,11 @@ class Worker:
         self.rules.poll()
         if self.rules.refusals > refusals:
             self.metrics.rules_refused.inc()
+
+
+def _acknowledge(stream: Any, batch: list[Any]) -> Ack:
+    async def ack() -> None:
+        for event in batch:
+            await stream.ack(event)
+
+    return ack

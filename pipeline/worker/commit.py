@@ -2,13 +2,18 @@
 that keeps a crash harmless, and where the worker's consumer got to on a partition.
 
 A stage decides a batch with the pure functions of ``pipeline.worker.steps``, queues the records
-it produces with ``emit(outs, pending)`` and ends with ``commit(pending, states)``:
+it produces with ``emit(outs, pending)`` and ends with ``commit(stage, pending, states, ack)``.
+The batch then becomes durable in the background while the stage decides its next batch
+(pipelined, one batch in flight per stage), strictly in order:
 
 1. outputs first: every record the batch produced, acknowledged by the broker;
 2. then state: each touched key written once to its table and its changelog record
    acknowledged, with the key's wake time in the stage's ``DueIndex``;
-3. only then does the agent take its next batch, and Faust commits the input offsets.
+3. only then is the batch acknowledged to Faust (``ack``), which commits the input offsets;
+   the stage's next batch starts its step 1 only after this one's step 3.
 
+Until step 2 a batch's new state is held in memory (``load`` reads it from there), so that the
+next batch decides on it, but nothing of it reaches the store before its outputs are durable.
 A crash before (2) replays the batch from the old state and produces the same outputs again
 (duplicates, never losses); a crash after (2) replays input the state has seen, which the stage
 skips (``steps.already_applied``).
@@ -23,7 +28,8 @@ Example::
     committer = Committer(app, settings, metrics, clock)
     pending: list = []
     committer.emit([Out("scores", "c-1", {...})], pending)
-    await committer.commit(pending, [(contacts, contact_due, "c-1", state, wake)])
+    await committer.commit("contact", pending, [(contacts, contact_due, "c-1", state, wake)])
+    await committer.flush("contact")      # until it is durable
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
 from faust.types import TP
@@ -63,13 +70,11 @@ OUTPUT_TOPICS = (
 
 #: a key's new state: (table, due table, key, state or None to delete, wake time or None)
 State = tuple[Any, Any, str, Any, int | None]
-
-
-def load(table: Any, key: str) -> Any:
-    """The decoded state of ``key`` in ``table``, or None. Table keys are bytes, exactly as the
-    topic keys, so that the table's partitioner agrees with the topics'."""
-    raw = table.data.get(key.encode())
-    return codec.loads(raw) if raw is not None else None
+#: acknowledges a batch to Faust once it is durable
+Ack = Callable[[], Awaitable[None]]
+#: a state encoded, waiting for its batch's outputs: (table, due table, key, entry, wake time),
+#: ``entry`` a 1-tuple of the raw value (None: delete), its identity naming this write
+_Held = tuple[Any, Any, bytes, tuple[bytes | None], int | None]
 
 
 class Committer:
@@ -81,6 +86,9 @@ class Committer:
         self._topic_names = {name: settings.topic(name) for name in OUTPUT_TOPICS}
         self._produced = {name: metrics.produced.labels(name) for name in OUTPUT_TOPICS}
         self._sending: set[asyncio.Future[None]] = set()
+        # state decided but not yet written (its batch's outputs are not durable yet)
+        self._held: defaultdict[Any, dict[bytes, tuple[bytes | None]]] = defaultdict(dict)
+        self._in_flight: dict[str, asyncio.Future[None]] = {}
 
     # -- outputs ------------------------------------------------------------------------------
     def emit(self, outs: Iterable[Out], pending: list[Any] | None = None) -> None:
@@ -105,11 +113,12 @@ class Committer:
         """Produce ``(topic, key, value)`` records and wait for the broker's acknowledgement."""
         if not records:
             return
-        sent = await produce(self._producer(), records)
+        sent = await produce(self.producer(), records)
         records.clear()
         await wait(sent)
 
-    def _producer(self) -> Any:
+    def producer(self) -> Any:
+        """The app's aiokafka producer (once the app has started)."""
         return self.app.producer._ensure_producer()
 
     async def drain(self, pending: list[Any]) -> None:
@@ -168,23 +177,72 @@ class Committer:
             self.metrics.decisions.labels(name).inc(n)
 
     # -- state --------------------------------------------------------------------------------
-    def write(self, states: list[State]) -> list[Any]:
-        """Write a batch's new state, one entry per touched key (``State``), the wake time
-        when the key next needs its stage (a held record or a delayed trigger;
-        ``pipeline.worker.due``). Returns the changelog records to produce,
-        ``(table, key, value)``.
+    def load(self, table: Any, key: str) -> Any:
+        """The decoded state of ``key`` in ``table`` as last decided, or None. Table keys are
+        bytes, exactly as the topic keys, so that the table's partitioner agrees with the
+        topics'."""
+        encoded = key.encode()
+        held = self._held.get(table)
+        entry = held.get(encoded) if held else None
+        raw = entry[0] if entry is not None else table.data.get(encoded)
+        return codec.loads(raw) if raw is not None else None
+
+    async def commit(
+        self,
+        stage: str,
+        pending: list[Any],
+        states: list[State],
+        ack: Ack | None = None,
+    ) -> None:
+        """Hand a decided batch over to be made durable (the module's docstring): its outputs
+        ``pending``, its new ``states``, and ``ack`` to call once both are durable. Returns as
+        soon as the stage's previous batch is durable (raising what made it fail)."""
+        held: list[_Held] = []
+        for table, due_table, key, state, wake in states:
+            encoded = key.encode()
+            entry = (codec.dumps(state) if state is not None else None,)
+            self._held[table][encoded] = entry
+            held.append((table, due_table, encoded, entry, wake))
+        await self.flush(stage)
+        task = asyncio.ensure_future(self._durable(pending, held, ack))
+        task.add_done_callback(_log_failure)
+        self._in_flight[stage] = task
+
+    async def flush(self, stage: str) -> None:
+        """Wait until the stage's batches handed over so far are durable."""
+        previous = self._in_flight.pop(stage, None)
+        if previous is not None:
+            await previous
+
+    async def _durable(
+        self,
+        pending: list[Any],
+        held: list[_Held],
+        ack: Ack | None,
+    ) -> None:
+        await self.drain(pending)
+        await self.send_changelog(self._write(held))
+        if ack is not None:
+            await ack()
+
+    def _write(self, held: list[_Held]) -> list[Any]:
+        """Write a batch's new state to the tables, each key's wake time (when it next needs
+        its stage: a held record or a delayed trigger; ``pipeline.worker.due``) to its index;
+        return the changelog records to produce, ``(table, key, value)``.
 
         This is what ``table[key] = value`` does, minus Faust's per-key changelog path (a
         future, a trip through its producer buffer and a persisted-offset write per record):
         ``send_changelog`` produces them together.
         """
         changelog: list[Any] = []
-        for table, due_table, key, state, wake in states:
-            encoded = key.encode()
-            raw = codec.dumps(state) if state is not None else None
-            table.data.put(encoded, raw)
-            changelog.append((table, encoded, raw))
-            changelog += self.due[due_table].set(encoded, wake)
+        for table, due_table, key, entry, wake in held:
+            raw = entry[0]
+            table.data.put(key, raw)
+            changelog.append((table, key, raw))
+            changelog += self.due[due_table].set(key, wake)
+            waiting = self._held[table]
+            if waiting.get(key) is entry:  # not decided again since
+                del waiting[key]
         return changelog
 
     async def send_changelog(self, changelog: list[Any]) -> None:
@@ -196,15 +254,10 @@ class Committer:
         tables = {table.changelog_topic.get_topic_name(): table for table, _, _ in changelog}
         topic_of = {table: topic for topic, table in tables.items()}
         sent = await produce(
-            self._producer(), [(topic_of[table], key, value) for table, key, value in changelog]
+            self.producer(), [(topic_of[table], key, value) for table, key, value in changelog]
         )
         for (topic, partition), offset in (await wait(sent)).items():
             tables[topic].data.set_persisted_offset(TP(topic, partition), offset)
-
-    async def commit(self, pending: list[Any], states: list[State]) -> None:
-        """Make a batch's effects durable: outputs, then state (see the module's docstring)."""
-        await self.drain(pending)
-        await self.send_changelog(self.write(states))
 
     # -- where the consumer got to ---------------------------------------------------------
     def caught_up(self, tp: TP, seen: tuple[int, int] | None) -> bool:
@@ -221,3 +274,8 @@ class Committer:
         # message fetched and queued, not handled yet (never the end).
         handed = cast(Consumer, self.app.consumer).handed(tp)
         return bool(highwater == 0 if handed is None else highwater <= handed)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a batch could not be made durable: %r", task.exception())

@@ -23,7 +23,7 @@ from pipeline.clock import Clock, to_millis
 from pipeline.rules import RulesWatcher
 from pipeline.settings import Settings
 from pipeline.topics import CONTACT_WORK
-from pipeline.worker.commit import Committer, State, load
+from pipeline.worker.commit import Ack, Committer, State
 from pipeline.worker.due import DueIndex
 from pipeline.worker.order import NEVER, Frontier, wake_time
 from pipeline.worker.steps import (
@@ -35,6 +35,8 @@ from pipeline.worker.steps import (
     contact_release,
     message_time,
 )
+
+STAGE = "contact"
 
 
 class ContactStage:
@@ -62,8 +64,9 @@ class ContactStage:
         # per ma.contact-updates partition: (latest received_at, offset) handled
         self._seen: dict[int, tuple[int, int]] = {}
 
-    async def batch(self, batch: list[Any]) -> None:
-        """Take a batch in, then release what the frontier has passed, and commit."""
+    async def batch(self, batch: list[Any], ack: Ack | None = None) -> None:
+        """Take a batch in, then release what the frontier has passed; hand it over to be
+        committed (``ack`` once it is durable)."""
         out = self.out
         rules = self.rules.rules
         counters = Counters()
@@ -101,7 +104,9 @@ class ContactStage:
                     continue  # for the sink
                 if key is None:
                     raise ValueError("contact-work message without a key")
-                record = records.get(key) or ContactRecord.from_dict(key, load(self.contacts, key))
+                record = records.get(key) or ContactRecord.from_dict(
+                    key, out.load(self.contacts, key)
+                )
                 records[key] = record
                 if already_applied(
                     record.offsets, message.topic, message.partition, message.offset
@@ -114,7 +119,7 @@ class ContactStage:
             except Exception as exc:
                 out.dead_letter("worker:contact", exc, message.value, pending)
         self._release(records, rules, counters, pending)
-        await out.commit(pending, self._states(records))
+        await out.commit(STAGE, pending, self._states(records), ack)
         out.metrics.processed.labels("contact").inc(len(batch))
         out.count(counters)
 
@@ -144,7 +149,7 @@ class ContactStage:
         for raw_key in self.due.pop_due(lambda q: limits.get(q, NEVER)):
             key = raw_key.decode()
             if key not in records:
-                records[key] = ContactRecord.from_dict(key, load(self.contacts, key))
+                records[key] = ContactRecord.from_dict(key, self.out.load(self.contacts, key))
         for key, record in records.items():
             q = self.contacts.data.partition_of(key.encode())
             try:
@@ -176,5 +181,5 @@ class ContactStage:
             counters = Counters()
             records: dict[str, ContactRecord] = {}
             self._release(records, self.rules.rules, counters, pending)
-            await self.out.commit(pending, self._states(records))
+            await self.out.commit(STAGE, pending, self._states(records))
             self.out.count(counters)

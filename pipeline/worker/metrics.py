@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 
 
 class WorkerMetrics:
@@ -22,18 +22,6 @@ class WorkerMetrics:
             "messages the worker could not process",
             ["source"],
             registry=r,
-        )
-        self.sink_rows = Counter(
-            "ma_sink_rows", "rows written to ClickHouse", ["table"], registry=r
-        )
-        self.sink_retries = Counter(
-            "ma_sink_retries",
-            "ClickHouse writes retried (unavailable, errors)",
-            ["table"],
-            registry=r,
-        )
-        self.sink_seconds = Histogram(
-            "ma_sink_batch_seconds", "time to write one batch to ClickHouse", registry=r
         )
         self.rules_refused = Counter(
             "ma_rules_refused", "rules-file reloads refused because of errors", registry=r

@@ -22,7 +22,7 @@ from pipeline.clock import Clock, to_millis
 from pipeline.rules import RulesWatcher
 from pipeline.settings import Settings
 from pipeline.topics import CONTACT_WORK, COOKIE_COMMANDS
-from pipeline.worker.commit import Committer, State, load
+from pipeline.worker.commit import Ack, Committer, State
 from pipeline.worker.due import DueIndex
 from pipeline.worker.order import NEVER
 from pipeline.worker.steps import (
@@ -37,6 +37,8 @@ from pipeline.worker.steps import (
     event_time,
     stamp,
 )
+
+STAGE = "stitch"
 
 
 class StitchStage:
@@ -68,25 +70,24 @@ class StitchStage:
         self._idle: set[int] = set()  # partitions last claimed idle
         self._claimed_generation = -1  # the group generation claims were last sent in
 
-    async def batch(self, batch: list[Any]) -> None:
-        """Decide a batch of events and cookie commands, then hand over and commit."""
+    async def batch(self, batch: list[Any], ack: Ack | None = None) -> None:
+        """Decide a batch of events and cookie commands, then hand it over to be committed
+        (``ack`` once it is durable)."""
         out = self.out
-        # Partitions last claimed idle get new events: say so before deciding them (stage 2
-        # counts an idle partition as caught up until it hears otherwise).
-        woken = {e.message.partition for e in batch if e.message.topic == self.events_topic}
-        if woken & self._idle:
-            busy: list[Any] = []
-            out.emit(self.watermarks(busy=woken), busy)
-            await out.send(busy)
         rules = self.rules.rules
         counters = Counters()
         pending: list[Any] = []
+        # Partitions last claimed idle get new events: say so first, before the hand-overs
+        # (stage 2 counts an idle partition as caught up until it hears otherwise).
+        woken = {e.message.partition for e in batch if e.message.topic == self.events_topic}
+        if woken & self._idle:
+            out.emit(self.watermarks(busy=woken), pending)
         records: dict[str, CookieRecord] = {}
 
         def cookie(key: str) -> CookieRecord:
             record = records.get(key)
             if record is None:
-                record = records[key] = CookieRecord.from_dict(load(self.cookies, key))
+                record = records[key] = CookieRecord.from_dict(out.load(self.cookies, key))
             return record
 
         for event in batch:
@@ -133,7 +134,8 @@ class StitchStage:
             except Exception as exc:
                 out.dead_letter("worker:stitch", exc, message.value, pending)
         out.emit(self.watermarks(), pending)  # after the hand-overs they cover
-        await out.commit(pending, [self._state(key, record) for key, record in records.items()])
+        states = [self._state(key, record) for key, record in records.items()]
+        await out.commit(STAGE, pending, states, ack)
         out.metrics.processed.labels("stitch").inc(len(batch))
         out.count(counters)
 
@@ -198,10 +200,10 @@ class StitchStage:
             states = []
             for raw_key in self.due.pop_due(lambda p: claims.get(f"e{p}", NEVER)):
                 key = raw_key.decode()
-                cookie = CookieRecord.from_dict(load(self.cookies, key))
+                cookie = CookieRecord.from_dict(out.load(self.cookies, key))
                 upto = claims.get(f"e{self.cookies.data.partition_of(raw_key)}", NEVER)
                 while (due := cookie.triggers.next_due()) is not None and due <= upto:
                     out.emit(due_step(cookie, rules, due, counters, anonymous_id=key), pending)
                 states.append(self._state(key, cookie))
-            await out.commit(pending, states)
+            await out.commit(STAGE, pending, states)
             out.count(counters)

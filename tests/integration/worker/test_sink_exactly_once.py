@@ -126,48 +126,55 @@ async def test_kill_9_mid_stream_stores_every_row_exactly_once(
             )
             accepted += more
         await stack.quiescent()
+        await stored_exactly_once(stack, actions, accepted)
 
-        sent = {v["event_id"] for kind, v in actions if kind == "send"}
-        clicks = sum(1 for kind, _ in actions if kind == "click")
-        assert accepted == len(sent) + clicks > 250
 
-        async def all_events() -> bool:
-            [[rows]] = await stack.query("SELECT count() FROM {db}.events")
-            assert rows <= accepted, rows  # never more: a replayed event is not stored again
-            return bool(rows == accepted)
+async def stored_exactly_once(
+    stack: Stack, actions: list[tuple[str, dict[str, Any]]], accepted: int
+) -> None:
+    """ClickHouse holds every accepted event once, and each identity decision, score change
+    and trigger on the topics once (their repeats are replays)."""
+    sent = {v["event_id"] for kind, v in actions if kind == "send"}
+    clicks = sum(1 for kind, _ in actions if kind == "click")
+    assert accepted == len(sent) + clicks > 250
 
-        await eventually(all_events, timeout=60)
-        identities = await topic_keys(
-            stack, "identities", ("anonymous_id", "at", "contact_id", "reason")
-        )
-        triggers = await topic_keys(stack, "triggers", ("trigger_id",))
-        scores = await topic_keys(
-            stack, "scores", ("contact_id", "anonymous_id", "at", "rule", "event_id")
-        )
-        assert len(identities) > 20 and len(scores) > 100 and triggers  # a real workload
+    async def all_events() -> bool:
+        [[rows]] = await stack.query("SELECT count() FROM {db}.events")
+        assert rows <= accepted, rows  # never more: a replayed event is not stored again
+        return bool(rows == accepted)
 
-        async def everything_else() -> bool:
-            [[links]] = await stack.query("SELECT count() FROM {db}.identities")
-            [[fired]] = await stack.query("SELECT count() FROM {db}.triggers")
-            [[changes]] = await stack.query("SELECT count() FROM {db}.score_changes")
-            return (links, fired, changes) == (len(identities), len(triggers), len(scores))
+    await eventually(all_events, timeout=60)
+    identities = await topic_keys(
+        stack, "identities", ("anonymous_id", "at", "contact_id", "reason")
+    )
+    triggers = await topic_keys(stack, "triggers", ("trigger_id",))
+    scores = await topic_keys(
+        stack, "scores", ("contact_id", "anonymous_id", "at", "rule", "event_id")
+    )
+    assert len(identities) > 20 and len(scores) > 100 and triggers  # a real workload
 
-        await eventually(everything_else, timeout=60)
-        await asyncio.sleep(2)  # a late duplicate would land now
+    async def everything_else() -> bool:
+        [[links]] = await stack.query("SELECT count() FROM {db}.identities")
+        [[fired]] = await stack.query("SELECT count() FROM {db}.triggers")
+        [[changes]] = await stack.query("SELECT count() FROM {db}.score_changes")
+        return (links, fired, changes) == (len(identities), len(triggers), len(scores))
 
-        [[rows, unique]] = await stack.query(
-            "SELECT count(), uniqExact(event_id) FROM {db}.events")  # fmt: skip
-        assert rows == unique == accepted
-        stored = await stack.query("SELECT event_id FROM {db}.events WHERE type != 'email_click'")
-        assert {r[0] for r in stored} == sent
-        [[rows, unique]] = await stack.query(
-            "SELECT count(), uniqExact(trigger_id) FROM {db}.triggers")  # fmt: skip
-        assert rows == unique == len(triggers)
-        [[rows, unique]] = await stack.query(
-            "SELECT count(), uniqExact(anonymous_id, at, contact_id, reason) FROM {db}.identities"
-        )
-        assert rows == unique == len(identities)
-        [[rows, unique]] = await stack.query(
-            "SELECT count(), uniqExact(contact_id, anonymous_id, at, rule, event_id) "
-            "FROM {db}.score_changes")  # fmt: skip
-        assert rows == unique == len(scores)
+    await eventually(everything_else, timeout=60)
+    await asyncio.sleep(2)  # a late duplicate would land now
+
+    [[rows, unique]] = await stack.query(
+        "SELECT count(), uniqExact(event_id) FROM {db}.events")  # fmt: skip
+    assert rows == unique == accepted
+    stored = await stack.query("SELECT event_id FROM {db}.events WHERE type != 'email_click'")
+    assert {r[0] for r in stored} == sent
+    [[rows, unique]] = await stack.query(
+        "SELECT count(), uniqExact(trigger_id) FROM {db}.triggers")  # fmt: skip
+    assert rows == unique == len(triggers)
+    [[rows, unique]] = await stack.query(
+        "SELECT count(), uniqExact(anonymous_id, at, contact_id, reason) FROM {db}.identities"
+    )
+    assert rows == unique == len(identities)
+    [[rows, unique]] = await stack.query(
+        "SELECT count(), uniqExact(contact_id, anonymous_id, at, rule, event_id) "
+        "FROM {db}.score_changes")  # fmt: skip
+    assert rows == unique == len(scores)

@@ -1,11 +1,11 @@
-"""The worker's ClickHouse sink: a plain aiokafka consumer beside the Faust agents.
+"""The ClickHouse sink's loop: a plain aiokafka consumer of what the stages produce.
 
-The sink reads what the stages produce (``x.contact-work`` and ``x.anonymous-events`` for
-events, ``ma.identities``, ``ma.contacts``, ``ma.scores``, ``ma.triggers``) in large batches with
-``getmany``, writes each batch with ``SinkWriter`` and only then commits its offsets, in a
-consumer group of its own (``<app id>-sink``). It keeps no state, so it needs none of Faust's
-machinery: through Faust each record cost a delivery to a stream (its per-message path, shared
-with the stages on the one event loop) for nothing; ``getmany`` hands a batch over at once.
+It reads ``x.contact-work`` and ``x.anonymous-events`` (events), ``ma.identities``,
+``ma.contacts``, ``ma.scores`` and ``ma.triggers`` in large batches with ``getmany``, writes each
+batch with ``SinkWriter`` and only then commits its offsets, in a consumer group of its own
+(``<app id>-sink``). It keeps no state, so it runs beside the worker's Faust agents (``MA_SINK``,
+the default, and ``ma-pipeline run``) or in a process of its own (``ma-pipeline sink``,
+``pipeline.sink.main``), as many as the topics have partitions with a ClickHouse server.
 
 Exactly once in ClickHouse, whatever happens to the process: a batch is committed only after
 ``write`` returned, so a crash or a rebalance replays it, and the writer adds nothing for rows
@@ -19,13 +19,17 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 
 from pipeline import codec
+from pipeline.clock import Clock
+from pipeline.models.dead_letter import dead_letter_value
 from pipeline.settings import Settings
-from pipeline.sink import SinkWriter, rows_for
-from pipeline.worker.metrics import WorkerMetrics
+from pipeline.sink.metrics import SinkMetrics
+from pipeline.sink.rows import rows_for
+from pipeline.sink.writer import SinkWriter
+from pipeline.topics import SINK_INPUTS
 
 log = logging.getLogger(__name__)
 
@@ -33,33 +37,34 @@ log = logging.getLogger(__name__)
 BATCH = 10_000
 WITHIN = 1.0
 
-DeadLetter = Callable[[str, BaseException, bytes | None, list[Any]], None]
+#: the dead letters' ``source``
+SOURCE = "sink"
 
 
 class SinkLoop:
-    """Consume ``topics`` (short names) and write them to ClickHouse until cancelled.
+    """Consume the sink's topics and write them to ClickHouse until cancelled.
 
-    ``dead_letter(source, exc, payload, pending)`` queues a dead-letter record for a record that
-    cannot become rows; ``send(pending)`` produces the queued records (before the commit).
+    ``producer()`` gives the aiokafka producer that sends dead letters (a record that cannot
+    become rows), before the batch's offsets are committed.
     """
 
     def __init__(
         self,
         settings: Settings,
-        topics: tuple[str, ...],
         writer: SinkWriter,
-        metrics: WorkerMetrics,
-        dead_letter: DeadLetter,
-        send: Callable[[list[Any]], Any],
+        metrics: SinkMetrics,
+        producer: Callable[[], AIOKafkaProducer],
+        clock: Clock,
     ) -> None:
         self.settings = settings
-        self.topics = [settings.topic(name) for name in topics]
+        self.topics = [settings.topic(name) for name in SINK_INPUTS]
         self.group = f"{settings.app_id}-sink"
         self.writer = writer
         self.metrics = metrics
-        self.dead_letter = dead_letter
-        self.send = send
+        self.producer = producer
+        self.clock = clock
         self.prefix = len(settings.topic_prefix)
+        self.dead_letter_topic = settings.topic("dead-letter")
 
     def consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -88,7 +93,7 @@ class SinkLoop:
                     records += await self.catch_up(consumer, erasures)
                     for erasure in erasures:
                         await self.writer.erase(erasure)
-                        self.metrics.decisions.labels("erasures").inc()
+                        self.metrics.erasures.inc()
                 await self.commit(consumer, records)
         finally:
             await consumer.stop()
@@ -141,7 +146,7 @@ class SinkLoop:
         """Write the rows of ``records``; return the erasure requests among them."""
         rows: list[tuple[str, tuple[Any, ...]]] = []
         erasures: list[dict[str, Any]] = []
-        dead: list[Any] = []
+        dead: list[bytes] = []
         spans: dict[tuple[str, int], list[int]] = {}
         for record in records:
             span = spans.setdefault((record.topic, record.partition), [record.offset] * 2)
@@ -153,17 +158,30 @@ class SinkLoop:
                     continue
                 rows += rows_for(record.topic[self.prefix :], value)
             except Exception as exc:
-                self.dead_letter("worker:sink", exc, record.value, dead)
+                dead.append(self._dead_letter(exc, record.value))
         batch_id = ",".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(spans.items()))
         loop = asyncio.get_running_loop()
         started = loop.time()
         written = await self.writer.write(rows, batch_id)
-        self.metrics.sink_seconds.observe(loop.time() - started)
+        self.metrics.seconds.observe(loop.time() - started)
         for table, count in written.items():
-            self.metrics.sink_rows.labels(table).inc(count)
-        await self.send(dead)
-        self.metrics.processed.labels("sink").inc(len(records))
+            self.metrics.rows.labels(table).inc(count)
+        if dead:
+            producer = self.producer()
+            sent = [await producer.send(self.dead_letter_topic, value) for value in dead]
+            await asyncio.gather(*sent)
+        self.metrics.records.inc(len(records))
         return erasures
+
+    def _dead_letter(self, exc: BaseException, payload: bytes | None) -> bytes:
+        log.error("sink: %s: %s", type(exc).__name__, exc)
+        self.metrics.dead_letters.inc()
+        try:
+            decoded: Any = codec.loads(payload) if payload else None
+        except ValueError:
+            decoded = (payload or b"").decode("utf-8", errors="replace")
+        error = f"{type(exc).__name__}: {exc}"
+        return codec.dumps(dead_letter_value(self.clock.now(), SOURCE, error, decoded))
 
     async def commit(self, consumer: AIOKafkaConsumer, records: list[Any]) -> None:
         offsets: dict[TopicPartition, int] = {}
