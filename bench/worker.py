@@ -10,7 +10,9 @@ turn (the order alternates run by run):
   RocksDB tables and chDB path of its own): stitching, scoring, triggers, contacts and the
   ClickHouse sink;
 - the same worker with ``MA_SINK=false`` (stitching, scoring, triggers, contacts: what the
-  worker does besides writing ClickHouse), over the same events under a prefix of its own.
+  worker does besides writing ClickHouse), over the same events under a prefix of its own;
+- the same worker with ``MA_SINK=false`` beside ``ma-pipeline sink`` (its own process), over
+  the same events under a third prefix: the worker with its sink in another process.
 
 Each is timed from the moment it is ready (partitions assigned: ``bare loop ready`` /
 ``worker ready``) until its consumer groups (Faust's and the sink's) have committed every topic
@@ -32,11 +34,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import BenchContext, Measurement, Section, section
-from bench.procs import Child, worker_settings
+from bench.procs import Child, free_port, worker_settings
 from bench.traffic import worker_events
-from pipeline.lag import group_lag, worker_groups
+from pipeline.lag import group_lag, sink_group, worker_groups
 from pipeline.settings import Settings
-from pipeline.topics import EVENTS, TopicSpec, all_topics, ensure_topics
+from pipeline.topics import EVENTS, SINK_INPUTS, TopicSpec, all_topics, ensure_topics
 
 BARE_OUT = TopicSpec("bench-bare-out", "anonymous_id", "bare loop output", public=False)
 POLL = 0.1
@@ -69,12 +71,21 @@ async def _drain(
     groups: dict[str, list[str]],
     settings: Settings,
     timeout: float,
+    beside: Child | None = None,
 ) -> Run:
-    """Wait until ``child`` logs ``ready``, then until each group has committed its topics."""
+    """Wait until ``child`` logs ``ready`` (and ``beside``, a sink, "sink consuming"), then
+    until each group has committed its topics."""
     started = time.perf_counter()
     await child.wait_for(ready, timeout=120)
+    if beside is not None:
+        await beside.wait_for("sink consuming", timeout=120)
     ready_at = time.perf_counter()
-    cpu0 = child.cpu_seconds()
+    children = [child] if beside is None else [child, beside]
+
+    def cpu() -> float:
+        return sum(c.cpu_seconds() for c in children)
+
+    cpu0 = cpu()
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
     await admin.start()
@@ -90,8 +101,9 @@ async def _drain(
             )
 
         while (left := await lag()) > 0:
-            if child.popen.poll() is not None:
-                raise RuntimeError(f"{child.log.stem} exited:\n{child.text()[-3000:]}")
+            for each in children:
+                if each.popen.poll() is not None:
+                    raise RuntimeError(f"{each.log.stem} exited:\n{each.text()[-3000:]}")
             if time.perf_counter() - ready_at > timeout:
                 raise RuntimeError(
                     f"{child.log.stem}: {left} records not committed after {timeout:.0f} s:\n"
@@ -103,7 +115,7 @@ async def _drain(
         await consumer.stop()
         await admin.close()
     seconds = done - ready_at
-    return Run(seconds, ready_at - started, (child.cpu_seconds() - cpu0) / seconds)
+    return Run(seconds, ready_at - started, (cpu() - cpu0) / seconds)
 
 
 async def _end_offsets(settings: Settings, topics: list[str]) -> dict[str, int]:
@@ -134,24 +146,26 @@ async def worker(ctx: BenchContext, out: Section) -> None:
     # interval) does not dominate the time
     n = ctx.scale(30_000, 3_000)
     timeout = 300.0 if not ctx.quick else 120.0
-    runs: dict[str, list[Run]] = {"bare": [], "worker": [], "stitch": []}
+    runs: dict[str, list[Run]] = {"bare": [], "worker": [], "stitch": [], "apart": []}
     outputs: dict[str, int] = {}
     for i in range(-1, 3):  # a warm-up, then three runs
         settings = _worker_settings(ctx, i)
         # the worker without its sink reads the same events under a prefix of its own: its
         # outputs must not reach the other worker's stage 2 or sink
         no_sink = worker_settings(ctx, f"stitch{i + 1}", sink=False)
+        # ... and with its sink in a process of its own, under a third prefix
+        apart = worker_settings(ctx, f"apart{i + 1}", sink=False, sink_web_port=free_port())
         messages = [
             (e["anonymous_id"].encode(), orjson.dumps(e))
             for e in worker_events(n if i >= 0 else n // 4, seed=200 + i)
         ]
-        for each in (settings, no_sink):
+        for each in (settings, no_sink, apart):
             ctx.created_topics += await ensure_topics(each, (*all_topics(), BARE_OUT))
             await _produce(each.bootstrap, each.topic(EVENTS.name), messages)
         events_topic = settings.topic(EVENTS.name)
         ctx.log(f"run {i}: {len(messages):,} events on {events_topic} and {no_sink.topic_prefix}")
-        modes = ("bare", "worker", "stitch")
-        order = modes[i % 3 :] + modes[: i % 3]  # each goes first once
+        modes = ("bare", "worker", "stitch", "apart")
+        order = modes[i % 4 :] + modes[: i % 4]  # each goes first in turn
         for mode in order:
             if mode == "bare":
                 group = f"{settings.app_id}-bare"
@@ -169,15 +183,21 @@ async def worker(ctx: BenchContext, out: Section) -> None:
                 )
                 ready, groups = "bare loop ready", {group: [events_topic]}
             else:
-                each = settings if mode == "worker" else no_sink
+                each = {"worker": settings, "stitch": no_sink, "apart": apart}[mode]
                 child = Child.start(ctx, ["-m", "pipeline.cli", "worker"], each, f"{mode}{i + 1}")
                 ready = "worker ready"
                 groups = worker_groups(each)  # Faust's group, the app id; the sink's if any
+            sink = None
+            if mode == "apart":
+                sink = Child.start(ctx, ["-m", "pipeline.cli", "sink"], apart, f"sink{i + 1}")
+                groups[sink_group(apart)] = [apart.topic(t) for t in SINK_INPUTS]
             try:
-                run = await _drain(child, ready, groups, settings, timeout)
+                run = await _drain(child, ready, groups, settings, timeout, beside=sink)
                 run.buffer_full = child.text().count("producer buffer full")
             finally:
                 child.stop()
+                if sink is not None:
+                    sink.stop()
             ctx.log(
                 f"  {mode}: {len(messages) / run.seconds:,.0f} events/s "
                 f"({run.seconds:.1f} s, start-up {run.startup:.1f} s, {run.cpu:.2f} CPU)"
@@ -242,4 +262,15 @@ async def worker(ctx: BenchContext, out: Section) -> None:
         f"ClickHouse), {n:,} events; {stitch_extra['cpu']:.2f} CPU = "
         f"{stitch_extra['per_core']:,} events/s per core",
         extra=stitch_extra,
+    )
+    beside, beside_extra = summary("apart")
+    out.add(
+        "worker.sink_apart",
+        beside,
+        "events/s",
+        baseline="worker.bare_loop",
+        note=f"the same worker with MA_SINK=false beside ma-pipeline sink (two processes, "
+        f"chDB owned by the sink), {n:,} events, until both groups committed; "
+        f"{beside_extra['cpu']:.2f} CPU for both = {beside_extra['per_core']:,} events/s per core",
+        extra=beside_extra,
     )

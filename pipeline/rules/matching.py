@@ -58,6 +58,10 @@ class EventMatch(BaseModel):
             for glob in self.url or ()
         ]
 
+    def accepts_type(self, kind: str | None) -> bool:
+        """Could an event of this type match (its other fields aside)?"""
+        return self.type is None or kind in self.type
+
     def matches(self, event: dict[str, Any]) -> bool:
         """True when the event (a ``ma.events`` value as a dict) meets every condition."""
         if self.type is not None and event.get("type") not in self.type:

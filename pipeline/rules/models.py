@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, Literal
+from functools import cached_property
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -15,6 +17,7 @@ from pipeline.rules.durations import Duration
 from pipeline.rules.matching import EventMatch
 
 RuleId = str
+_R = TypeVar("_R")
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _DOMAIN = rf"(?:{_LABEL}\.)+{_LABEL}"
@@ -154,6 +157,15 @@ class Scoring(_Strict):
     rules: list[ScoringRule] = Field(default_factory=list)
     attributes: list[AttributeRule] = Field(default_factory=list)
 
+    def rules_for(self, kind: str | None) -> list[ScoringRule]:
+        """The rules an event of type ``kind`` may match (the others cannot), in file order:
+        one type check per rule and type, once, instead of per event."""
+        return _for_type(self._by_type, kind, self.rules, lambda rule: (rule.match,))
+
+    @cached_property
+    def _by_type(self) -> dict[str | None, list[ScoringRule]]:
+        return {}
+
 
 class CountCondition(_Strict):
     """``at_least`` matching events ``within`` a sliding window."""
@@ -235,6 +247,39 @@ class Triggers(_Strict):
         default_factory=dict, description="per contact and channel, e.g. email: {max: 2, per: 1d}"
     )
     rules: list[TriggerRule] = Field(default_factory=list)
+
+    def rules_for(self, kind: str | None) -> list[TriggerRule]:
+        """The rules an event of type ``kind`` may concern (its ``when.event``,
+        ``when.count.match`` or a ``cancel_if`` may match it), in file order."""
+        return _for_type(self._by_type, kind, self.rules, _event_matches)
+
+    @cached_property
+    def _by_type(self) -> dict[str | None, list[TriggerRule]]:
+        return {}
+
+
+def _event_matches(rule: TriggerRule) -> list[EventMatch]:
+    when = rule.when
+    matches = list(rule.cancel_if)
+    if when.event is not None:
+        matches.append(when.event)
+    if when.count is not None:
+        matches.append(when.count.match)
+    return matches
+
+
+def _for_type(
+    cache: dict[str | None, list[_R]],
+    kind: str | None,
+    rules: list[_R],
+    matches: Callable[[_R], Iterable[EventMatch]],
+) -> list[_R]:
+    found = cache.get(kind)
+    if found is None:
+        found = cache[kind] = [
+            rule for rule in rules if any(m.accepts_type(kind) for m in matches(rule))
+        ]
+    return found
 
 
 class AttributeCondition(_Strict):

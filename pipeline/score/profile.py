@@ -149,7 +149,7 @@ def score_event(
     """
     deltas = []
     event_id = str(event.get("event_id"))
-    for rule in scoring.rules:
+    for rule in scoring.rules_for(event.get("type")):
         if not rule.match.matches(event):
             continue
         before = profile.score_at(max(profile.as_of, at_ms), scoring.half_life)

@@ -1,8 +1,8 @@
 """Writing batches to ClickHouse: idempotently, off the event loop, retrying until it works.
 
 - Each insert carries an ``insert_deduplication_token`` made from the batch's topic offsets and
-  the rows themselves, so a batch replayed with the same boundaries adds nothing (tables keep a
-  deduplication window).
+  the keys of its rows (the rows themselves for versioned tables), so a batch replayed with the same
+  boundaries adds nothing (tables keep a deduplication window).
 - Rows of ``events``, ``triggers``, ``identities`` and ``score_changes`` are also checked against
   the keys already stored (``ROW_KEYS``), so a replay with other boundaries (after a crash) and
   a record the worker produced twice (at-least-once) add nothing either. ``contact_versions``
@@ -24,6 +24,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from pipeline import codec
 from pipeline.clickhouse import ClickHouse
 from pipeline.sink.rows import ROW_KEYS, TABLE_COLUMNS
 
@@ -82,13 +83,14 @@ class SinkWriter:
         columns = TABLE_COLUMNS[table]
         if table in ROW_KEYS:
             rows, keys = self._new_rows(client, table, rows)
-            identity = repr(keys)  # the keys name the rows (and are much shorter to hash)
+            # the keys name the rows: a retry after a partial failure (some rows stored, so
+            # fewer left) must not be mistaken for the earlier insert
+            identity = codec.dumps(keys)
         else:
-            identity = repr(rows)
+            identity = codec.dumps(rows)  # orjson: a tenth of the time repr() took
         if rows:
-            # The token names exactly these rows: a retry after a partial failure (some rows
-            # stored, so fewer left) must not be mistaken for the earlier insert.
-            token = hashlib.sha256(f"{batch_id}|{table}|{identity}".encode()).hexdigest()[:32]
+            named = f"{batch_id}|{table}|".encode() + identity
+            token = hashlib.sha256(named).hexdigest()[:32]
             client.insert(f"{self.database}.{table}", rows, column_names=list(columns),
                           settings={"insert_deduplication_token": token})  # fmt: skip
         return len(rows)

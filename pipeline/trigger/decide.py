@@ -227,7 +227,7 @@ def on_event(
     """Evaluate every trigger rule against one (non-automated, new) event."""
     outcome = Outcome()
     event_id = str(event.get("event_id"))
-    for rule in rules.rules:
+    for rule in rules.rules_for(event.get("type")):
         if rule.cancel_if and any(m.matches(event) for m in rule.cancel_if):
             profile.cancel_seen[rule.id] = max(at_ms, profile.cancel_seen.get(rule.id, 0))
         applicable = applies(rule, subject)

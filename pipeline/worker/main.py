@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 
 from faust.worker import Worker as FaustWorker
@@ -44,7 +45,26 @@ class _FaustWorker(FaustWorker):
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         _STARTUP_NOISE.starting = False
+        _quieter_gc()
         log.info("%s: partitions assigned, tables recovered, agents running", READY)
+
+
+#: collections of the youngest generation: after this many allocations (Python's default 700)
+GC_THRESHOLD = (20_000, 20, 20)
+
+
+def _quieter_gc() -> None:
+    """Fewer, cheaper cyclic garbage collections once the worker runs.
+
+    The worker allocates many short-lived dicts per event (decoded messages, state, outputs),
+    and next to none of them form cycles; with Python's default thresholds the collector ran
+    every 700 allocations and took ~10% of the worker's samples in a profile of a backlog
+    (``gc_collect_main``). Everything alive at start-up (Faust, the rules, modules) is frozen
+    out of the collections, and the youngest generation is collected less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def prepare(settings: Settings) -> Worker:
