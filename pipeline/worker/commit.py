@@ -235,11 +235,15 @@ class Committer:
         ``send_changelog`` produces them together.
         """
         changelog: list[Any] = []
+        writes: defaultdict[Any, list[tuple[bytes, bytes | None]]] = defaultdict(list)
         for table, due_table, key, entry, wake in held:
             raw = entry[0]
-            table.data.put(key, raw)
+            writes[table].append((key, raw))
             changelog.append((table, key, raw))
             changelog += self.due[due_table].set(key, wake)
+        for table, items in writes.items():
+            table.data.put_many(items)
+        for table, _, key, entry, _ in held:
             waiting = self._held[table]
             if waiting.get(key) is entry:  # not decided again since
                 del waiting[key]

@@ -26,8 +26,10 @@ from typing import Any
 class DueIndex:
     def __init__(self, table: Any) -> None:
         self.table = table
-        self._due: dict[bytes, int] = {}
+        self._due: dict[bytes, int] = {}  # what waits to fire (popped once due)
         self._heaps: dict[int, list[tuple[int, bytes]]] = {}
+        # per loaded partition, what its table holds: a write reads no database to compare
+        self._stored: dict[int, dict[bytes, int]] = {}
 
     def sync(self, partitions: set[int]) -> None:
         """Follow the assignment: load newly assigned partitions, forget revoked ones."""
@@ -35,28 +37,41 @@ class DueIndex:
         for partition in set(self._heaps) - partitions:
             for _, key in self._heaps.pop(partition):
                 self._due.pop(key, None)
+            self._stored.pop(partition, None)
         for partition in partitions - set(self._heaps):
             heap = self._heaps[partition] = []
+            stored = self._stored[partition] = {}
             for key, raw in store.items_in(partition):
                 due = int(raw)
-                self._due[key] = due
+                self._due[key] = stored[key] = due
                 heap.append((due, key))
             heapq.heapify(heap)
 
     def set(self, key: bytes, due: int | None) -> list[tuple[Any, bytes, bytes | None]]:
         """Record ``key``'s next due time (None: nothing pending); the changelog records."""
         store = self.table.data
-        raw = store.get(key)
+        partition = store.partition_of(key)
+        stored = self._stored.get(partition)
+        if stored is not None:
+            current = stored.get(key)
+        else:  # not loaded (yet): the table says
+            raw = store.get(key)
+            current = int(raw) if raw is not None else None
         changelog: list[tuple[Any, bytes, bytes | None]] = []
-        if due != (int(raw) if raw is not None else None):
+        if due != current:
             raw_due = None if due is None else str(due).encode()
             store.put(key, raw_due)
             changelog.append((self.table, key, raw_due))
+            if stored is not None:
+                if due is None:
+                    del stored[key]
+                else:
+                    stored[key] = due
         if due is None:
             self._due.pop(key, None)
         elif self._due.get(key) != due:
             self._due[key] = due
-            heap = self._heaps.get(store.partition_of(key))
+            heap = self._heaps.get(partition)
             if heap is not None:  # else its partition is loaded from the table when assigned
                 heapq.heappush(heap, (due, key))
         return changelog

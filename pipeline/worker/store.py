@@ -21,9 +21,11 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+import rocksdict
 from faust.stores import memory, rocksdb
 
 from pipeline.kafka import partition_for
@@ -39,7 +41,22 @@ class _Keyed:
 
 
 class RocksDBStore(_Keyed, rocksdb.Store):
-    """Faust's RocksDB store, one database per partition, each key in its own partition."""
+    """Faust's RocksDB store, one database per partition, each key in its own partition.
+
+    Without RocksDB's write-ahead log: the changelog topic is the log. After a crash a
+    database holds a prefix of its writes (one column family: memtables are flushed in write
+    order), so its persisted changelog offset, written after the state it covers, is never
+    ahead of that state, and recovery replays the changelog from there (as Kafka Streams runs
+    its RocksDB stores). It saves a write and a sync per batch, and leaves no log of erased
+    state on disk.
+    """
+
+    def _open_for_partition(self, partition: int) -> Any:
+        db = super()._open_for_partition(partition)
+        options = rocksdict.WriteOptions()
+        options.disable_wal = True  # type: ignore[method-assign, assignment]  # a property (the stub says method)
+        db.set_write_options(options)
+        return db
 
     def get(self, key: bytes, default: Any = None) -> Any:
         # Only a partition this worker holds (its database is open, as Faust's reads require):
@@ -55,6 +72,18 @@ class RocksDBStore(_Keyed, rocksdb.Store):
             db.delete(key)
         else:
             db.put(key, value)
+
+    def put_many(self, items: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """``put`` each ``(key, value)``, one write batch per partition's database."""
+        batches: defaultdict[int, Any] = defaultdict(lambda: rocksdict.WriteBatch(raw_mode=True))
+        for key, value in items:
+            batch = batches[self.partition_of(key)]
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        for partition, batch in batches.items():
+            self._db_for_partition(partition).write(batch)
 
     def items_in(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         db = self._dbs.get(partition)
@@ -84,6 +113,10 @@ class MemoryStore(_Keyed, memory.Store[bytes, bytes]):
         else:
             self.data[key] = value
             self._key_partition[key] = self.partition_of(key)
+
+    def put_many(self, items: Iterable[tuple[bytes, bytes | None]]) -> None:
+        for key, value in items:
+            self.put(key, value)
 
     def items_in(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         for key, value in list(self.data.items()):
