@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 
 from pipeline import codec
@@ -67,8 +67,7 @@ class SinkLoop:
         self.dead_letter_topic = settings.topic("dead-letter")
 
     def consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            *self.topics,
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
             group_id=self.group,
             client_id=f"{self.settings.app_id}-sink",
@@ -78,6 +77,8 @@ class SinkLoop:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
         )
+        consumer.subscribe(self.topics, listener=_Rebalance(self.writer))
+        return consumer
 
     async def run(self) -> None:
         consumer = self.consumer()
@@ -198,3 +199,17 @@ class SinkLoop:
             # The partitions moved while the batch was written: their new owner replays it,
             # and the writer adds nothing twice.
             log.info("sink commit skipped after a rebalance: %s", exc)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Partitions that another sink process wrote until now: their stored keys are loaded again
+    before the next insert (``SinkWriter.forget_stored``)."""
+
+    def __init__(self, writer: SinkWriter) -> None:
+        self.writer = writer
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.writer.forget_stored()

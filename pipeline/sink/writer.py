@@ -5,7 +5,9 @@
   boundaries adds nothing (tables keep a deduplication window).
 - Rows of ``events``, ``triggers``, ``identities`` and ``score_changes`` are also checked against
   the keys already stored (``ROW_KEYS``), so a replay with other boundaries (after a crash) and
-  a record the worker produced twice (at-least-once) add nothing either. ``contact_versions``
+  a record the worker produced twice (at-least-once) add nothing either. A Bloom filter of the
+  stored keys per table (``pipeline.sink.stored``) rules out the new keys; only the keys it may
+  hold are looked up in ClickHouse, so most batches ask nothing. ``contact_versions``
   and ``score_state`` are versioned tables read through ``FINAL``: a repeated row changes nothing.
 - While ClickHouse is unavailable the writer retries with backoff and does not return: the
   agent does not acknowledge the batch, so nothing is lost and offsets are not committed.
@@ -27,6 +29,7 @@ from clickhouse_connect.driver.client import Client
 from pipeline import codec
 from pipeline.clickhouse import ClickHouse
 from pipeline.sink.rows import ROW_KEYS, TABLE_COLUMNS
+from pipeline.sink.stored import Hashes, StoredKeys, key_expression, key_hashes
 
 log = logging.getLogger(__name__)
 Row = tuple[Any, ...]
@@ -46,6 +49,13 @@ class SinkWriter:
         self.database = clickhouse.database
         self.on_retry = on_retry
         self.max_backoff = max_backoff
+        self._stored: dict[str, StoredKeys] = {}  # loaded on a table's first insert
+        self.lookups = 0  # keys looked up in ClickHouse (the filter could not rule them out)
+
+    def forget_stored(self) -> None:
+        """Load the stored keys again before the next insert (another sink process may have
+        written the partitions this one now has)."""
+        self._stored.clear()
 
     async def write(self, rows: list[tuple[str, tuple[Any, ...]]], batch_id: str) -> dict[str, int]:
         """Write rows (``(table, row)`` pairs); return rows written per table."""
@@ -81,8 +91,10 @@ class SinkWriter:
 
     def _insert(self, client: Client, *, table: str, rows: list[Row], batch_id: str) -> int:
         columns = TABLE_COLUMNS[table]
+        hashes: Hashes | None = None
+        stored: StoredKeys | None = None
         if table in ROW_KEYS:
-            rows, keys = self._new_rows(client, table, rows)
+            rows, keys, hashes, stored = self._new_rows(client, table, rows)
             # the keys name the rows: a retry after a partial failure (some rows stored, so
             # fewer left) must not be mistaken for the earlier insert
             identity = codec.dumps(keys)
@@ -93,34 +105,55 @@ class SinkWriter:
             token = hashlib.sha256(named).hexdigest()[:32]
             client.insert(f"{self.database}.{table}", rows, column_names=list(columns),
                           settings={"insert_deduplication_token": token})  # fmt: skip
+            if stored is not None and hashes is not None:
+                stored.add(hashes)
         return len(rows)
+
+    def _stored_keys(self, client: Client, table: str) -> StoredKeys:
+        stored = self._stored.get(table)
+        if stored is None:
+            key_columns, _ = ROW_KEYS[table]
+            hashes = client.query_np(
+                f"SELECT {key_expression(key_columns, TIME_COLUMNS)} FROM {self.database}.{table}"
+            )
+            stored = self._stored[table] = StoredKeys(len(hashes))
+            stored.add(hashes.astype("uint64").ravel())
+        return stored
 
     def _new_rows(
         self, client: Client, table: str, rows: list[Row]
-    ) -> tuple[list[Row], list[tuple[Any, ...]]]:
-        """The rows whose key is neither stored yet nor repeated earlier in ``rows``, and
-        their keys."""
+    ) -> tuple[list[Row], list[tuple[Any, ...]], Hashes, StoredKeys]:
+        """The rows whose key is neither stored yet nor repeated earlier in ``rows``, their
+        keys, the keys' hashes and the filter to add them to once inserted."""
         columns = TABLE_COLUMNS[table]
         key_columns, lookup = ROW_KEYS[table]
         indexes = [columns.index(column) for column in key_columns]
         unique: dict[tuple[Any, ...], Row] = {}
         for row in rows:
             unique.setdefault(tuple(_key_value(row[i]) for i in indexes), row)
-        selected = ", ".join(
-            f"toUnixTimestamp64Milli({c})" if c in TIME_COLUMNS else c for c in key_columns
-        )
-        where = " AND ".join(f"{c} IN {{k{n}:Array(String)}}"
-                             for n, c in enumerate(key_columns[:lookup]))  # fmt: skip
-        parameters = {f"k{n}": sorted({key[n] for key in unique}) for n in range(lookup)}
-        stored = {
-            tuple(row)
-            for row in client.query(
-                f"SELECT {selected} FROM {self.database}.{table} WHERE {where}",
-                parameters=parameters,
-            ).result_rows
-        }
-        new = [(key, row) for key, row in unique.items() if key not in stored]
-        return [row for _, row in new], [key for key, _ in new]
+        keys = list(unique)
+        hashes = key_hashes(keys)
+        known = self._stored_keys(client, table)
+        maybe = known.may_hold(hashes)
+        doubtful = [key for key, held in zip(keys, maybe, strict=True) if held]
+        stored: set[tuple[Any, ...]] = set()
+        if doubtful:
+            self.lookups += len(doubtful)
+            selected = ", ".join(
+                f"toUnixTimestamp64Milli({c})" if c in TIME_COLUMNS else c for c in key_columns
+            )
+            where = " AND ".join(f"{c} IN {{k{n}:Array(String)}}"
+                                 for n, c in enumerate(key_columns[:lookup]))  # fmt: skip
+            parameters = {f"k{n}": sorted({str(key[n]) for key in doubtful}) for n in range(lookup)}
+            stored = {
+                tuple(row)
+                for row in client.query(
+                    f"SELECT {selected} FROM {self.database}.{table} WHERE {where}",
+                    parameters=parameters,
+                ).result_rows
+            }
+        new = [i for i, key in enumerate(keys) if key not in stored]
+        return [unique[keys[i]] for i in new], [keys[i] for i in new], hashes[new], known
 
 
 #: What ``erase`` deletes: (table, condition). ``{c}`` is the contact, ``{a}`` the cookies whose

@@ -16,6 +16,9 @@ import pytest
 
 from pipeline.clickhouse import ClickHouse
 from pipeline.sink import SinkWriter, rows_for
+from pipeline.sink.rows import ROW_KEYS
+from pipeline.sink.stored import key_expression, key_hashes
+from pipeline.sink.writer import TIME_COLUMNS
 from pipeline.topics import CONTACT_WORK
 from tests.conftest import free_port
 from tests.integration.sink.conftest import Warehouse
@@ -138,3 +141,35 @@ async def test_clickhouse_unavailable_then_back_every_row_arrives_once(
     await replay.write(rows[5:], "t:0:5-69")  # other boundaries: score_state is read via FINAL
     assert {t: n for t, n in counts(warehouse).items() if t != "score_state"} == {
         t: n for t, n in EXPECTED.items() if t != "score_state"}  # fmt: skip
+
+
+async def test_the_filter_hashes_keys_as_clickhouse_does(warehouse: Warehouse) -> None:
+    await SinkWriter(warehouse.clickhouse).write(rows_of(topic_values(5)), "t:0:0-34")
+    for table, (columns, _) in ROW_KEYS.items():
+        expression = key_expression(columns, TIME_COLUMNS)
+        selected = ", ".join(
+            f"toUnixTimestamp64Milli({c})" if c in TIME_COLUMNS else c for c in columns
+        )
+        stored = warehouse.rows(f"SELECT {selected}, {expression} FROM {{db}}.{table}")
+        assert stored, table
+        keys = [tuple(row[:-1]) for row in stored]
+        assert [int(h) for h in key_hashes(keys)] == [row[-1] for row in stored], table
+
+
+async def test_a_restarted_writer_still_stores_nothing_twice_and_new_keys_ask_nothing(
+    warehouse: Warehouse,
+) -> None:
+    values = topic_values(10)
+    await SinkWriter(warehouse.clickhouse).write(rows_of(values[:40]), "t:0:0-39")
+    restarted = SinkWriter(warehouse.clickhouse)  # loads the stored keys from the tables
+    await restarted.write(rows_of(values[20:]), "t:0:20-69")  # a replay, other boundaries
+    assert {t: n for t, n in counts(warehouse).items() if t in EXACT} == {
+        t: EXPECTED[t] for t in EXACT}  # fmt: skip
+    asked = restarted.lookups
+    assert asked >= 10  # the repeats were looked up (the filter may hold them) ...
+    await restarted.write(rows_of(topic_values(10)), "t:0:70-139")
+    assert restarted.lookups - asked <= 1  # ... new keys are ruled out (about 1 in 100,000 not)
+    assert counts(warehouse)["events"] == 40
+    restarted.forget_stored()  # after a rebalance: loaded again
+    await restarted.write(rows_of(values), "t:0:0-69")
+    assert counts(warehouse)["events"] == 40

@@ -9,6 +9,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from pipeline.sink import SinkWriter
 
 ROW = ("e1", "page_view")
@@ -27,6 +29,9 @@ class FakeClient:
 
     def query(self, sql: str, parameters: dict[str, Any]) -> FakeResult:
         return FakeResult([])
+
+    def query_np(self, sql: str) -> np.ndarray[Any, Any]:
+        return np.zeros(0, dtype=np.uint64)  # the stored keys: none
 
     def insert(self, table: str, rows: list[tuple[Any, ...]], column_names: list[str],
                settings: dict[str, Any]) -> None:  # fmt: skip
