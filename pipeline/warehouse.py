@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import aiohttp
@@ -58,11 +59,12 @@ async def answer_query(clickhouse: ClickHouse, body: bytes) -> tuple[int, dict[s
             raise TypeError
     except (ValueError, KeyError, TypeError):
         return 400, {"error": 'body must be {"sql": "...", "parameters": {...}}'}
-    limits = {"readonly": 1, "max_result_rows": MAX_ROWS, "result_overflow_mode": "throw"}
+    # readonly last: settings after it could not be set
+    limits = {"max_result_rows": MAX_ROWS, "result_overflow_mode": "throw", "readonly": 1}
     try:
-        columns, rows = await clickhouse.run(lambda c: read(c, sql, parameters, limits))
+        columns, rows = await clickhouse.read(lambda c: read(c, sql, parameters, limits))
     except Exception as exc:
-        return 400, {"error": str(exc).split("\n")[0][:2000]}
+        return 400, {"error": refusal(exc)}
     return 200, {"columns": columns, "rows": rows}
 
 
@@ -129,8 +131,19 @@ async def _direct(
     clickhouse: ClickHouse, sql: str, parameters: dict[str, Any]
 ) -> tuple[list[str], list[list[Any]]]:
     try:
-        return await clickhouse.run(lambda c: read(c, sql, parameters, READ_ONLY))
+        return await clickhouse.read(lambda c: read(c, sql, parameters, READ_ONLY))
     except OperationalError as exc:  # the server did not answer (clickhouse-connect's word)
         raise WarehouseUnavailable(str(exc).split("\n")[0]) from exc
     except Exception as exc:
-        raise QueryError(str(exc).split("\n")[0]) from exc
+        raise QueryError(refusal(exc)) from exc
+
+
+def refusal(exc: BaseException) -> str:
+    """ClickHouse's reason for refusing a query, on one line: without the query text it echoes
+    (with the settings appended to it) and the server's version."""
+    text = str(exc).split("\n")[0]
+    text = re.sub(r"\s*\(version [^)]*\)", "", text)
+    text = re.sub(r"\s*SETTINGS\s+\w+\s*=.*$", "", text)
+    while text.startswith("Code: ") and text.count("DB::Exception: ") > 1:
+        text = text.split("DB::Exception: ", 1)[1]  # chDB nests the same error in itself
+    return text[:2000]

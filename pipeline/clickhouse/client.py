@@ -95,6 +95,28 @@ class ClickHouse:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(self._get()))
 
+    async def read(self, fn: Callable[[Client], T]) -> T:
+        """Run a read-only query ``fn(client)`` as ``run`` does; after a failure the connection
+        is dropped (the next call reconnects). chDB keeps a refused query's settings
+        (``readonly``) in its session: without this one refused statement made every later
+        query and every insert of the sink fail with READONLY."""
+
+        def isolated() -> T:
+            try:
+                return fn(self._get())
+            except Exception:
+                self._drop()
+                raise
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, isolated)
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):  # the connection may be broken already
+                self._client.close()
+            self._client = None
+
     def close(self) -> None:
         def _close() -> None:
             if self._client is not None:
@@ -107,13 +129,7 @@ class ClickHouse:
     def reset(self) -> None:
         """Drop the connection so the next call reconnects (after a server went away)."""
 
-        def _reset() -> None:
-            if self._client is not None:
-                with contextlib.suppress(Exception):  # the connection is already broken
-                    self._client.close()
-                self._client = None
-
-        self._executor.submit(_reset).result()
+        self._executor.submit(self._drop).result()
 
 
 def connect(settings: Settings) -> ClickHouse:
