@@ -23,7 +23,31 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
-@click.group()
+class _Commands(click.Group):
+    """Every command fails with one line a person can act on and exit status 1 (CONTRACT §7):
+    the failures ``pipeline.errors.one_line`` knows, and any other as its type and message;
+    ``MA_LOG_LEVEL=debug`` shows the traceback instead."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            from pipeline.errors import one_line
+
+            settings = ctx.obj if isinstance(ctx.obj, Settings) else None
+            if settings is not None and settings.log_level == "debug":
+                raise
+            line = one_line(exc, settings)
+            if line is None:
+                text = str(exc).strip().splitlines()
+                line = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+                line += " (MA_LOG_LEVEL=debug shows where)"
+            raise click.ClickException(line) from None
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="ma-pipeline")
 @click.pass_context
 def main(ctx: click.Context) -> None:
@@ -127,8 +151,11 @@ def lag(ctx: click.Context) -> None:
 def collector(ctx: click.Context) -> None:
     """Run the HTTP collector (MA_HTTP_HOST:MA_HTTP_PORT)."""
     from pipeline.collect.server import serve
+    from pipeline.errors import check_port
 
     settings = _settings(ctx)
+    _check_rules(settings.config)
+    check_port(settings.http_host, settings.http_port, "MA_HTTP_PORT")
     _run(ensure_topics(settings))
     _run(serve(settings))
 
@@ -139,8 +166,10 @@ def run(ctx: click.Context) -> None:
     """Everything on this machine: local broker, worker, collector, embedded ClickHouse."""
     from pipeline.run import run_all
 
+    settings = _settings(ctx)
+    _check_rules(settings.config)
     try:
-        run_all(_settings(ctx))
+        run_all(settings)
     except BrokerError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -151,7 +180,51 @@ def worker(ctx: click.Context) -> None:
     """Run the Faust worker: stitching, scoring, triggers (and the ClickHouse sink)."""
     from pipeline.worker.main import run_worker
 
-    run_worker(_settings(ctx))
+    settings = _settings(ctx)
+    _check_rules(settings.config)
+    run_worker(settings)
+
+
+def _check_rules(path: Path) -> None:
+    """A service refuses to start on a rules file it cannot use: one line, exit 1."""
+    from pipeline.rules import RulesError, load_rules
+
+    try:
+        load_rules(path)
+    except RulesError as exc:
+        more = len(exc.problems) - 1
+        hint = f" (and {more} more: ma-pipeline rules check {path})" if more else ""
+        raise click.ClickException(f"{exc.problems[0]}{hint}") from None
+
+
+# -- rules ----------------------------------------------------------------------------------
+@main.group()
+def rules() -> None:
+    """The rules file (MA_CONFIG)."""
+
+
+@rules.command("check")
+@click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.pass_context
+def rules_check(ctx: click.Context, file: Path | None) -> None:
+    """Validate a rules file as the worker would (default: MA_CONFIG); exit 1 on errors."""
+    from pipeline.rules import RulesError, load_rules
+
+    path = file or _settings(ctx).config
+    try:
+        loaded = load_rules(path)
+    except RulesError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        ctx.exit(1)
+    counts = {
+        "site": len(loaded.sites),
+        "scoring rule": len(loaded.scoring.rules),
+        "trigger": len(loaded.triggers.rules),
+        "segment": len(loaded.segments),
+    }
+    listed = ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for what, n in counts.items())
+    click.echo(f"{path}: ok ({listed})")
 
 
 @main.command()

@@ -13,6 +13,7 @@ import sys
 from pipeline.broker import LocalBroker
 from pipeline.clickhouse import describe_url
 from pipeline.collect.server import serve
+from pipeline.errors import check_port
 from pipeline.settings import Settings
 from pipeline.worker.main import execute, prepare
 
@@ -32,7 +33,8 @@ def run_all(settings: Settings) -> None:
     else:
         _say(f"broker     {settings.bootstrap}")
     try:
-        worker = prepare(settings)
+        check_port(settings.http_host, settings.http_port, "MA_HTTP_PORT")
+        worker = prepare(settings, owner="ma-pipeline run")
 
         async def collector() -> None:
             await serve(settings, handle_signals=False)

@@ -18,7 +18,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -149,7 +151,10 @@ async def ensure_topics(
     """Create the topics that do not exist yet; return the names created."""
     specs = specs or all_topics()
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=15000)
-    await admin.start()
+    # an unreachable broker fails start() with KafkaConnectionError, which the command reports
+    # in one line (pipeline.errors): aiokafka's own error log of the same would be a second
+    with _quiet("aiokafka"):
+        await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = [
@@ -193,3 +198,14 @@ async def _wait_for_leaders(
         ):
             return
         await asyncio.sleep(0.1)
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -80,6 +80,8 @@ def _describe(error: Any, filename: str, lines: dict[Path_, int]) -> str:
     loc: Path_ = tuple(
         part for part in error["loc"] if isinstance(part, int) or _is_data_key(part, lines)
     )
+    if error["type"] == "missing" and error["loc"] and isinstance(error["loc"][-1], str):
+        loc = (*loc, error["loc"][-1])  # the missing field is in no line of the file: name it
     line = 1
     for end in range(len(loc), -1, -1):
         if loc[:end] in lines:

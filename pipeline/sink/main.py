@@ -32,6 +32,7 @@ from pipeline import codec
 from pipeline.clickhouse import ClickHouse, connect
 from pipeline.clickhouse.migrate import migrate
 from pipeline.clock import Clock
+from pipeline.errors import check_port
 from pipeline.settings import Settings
 from pipeline.sink.loop import SinkLoop
 from pipeline.sink.metrics import SinkMetrics
@@ -120,4 +121,5 @@ async def serve_sink(settings: Settings, stop: asyncio.Event | None = None) -> N
 
 def run_sink(settings: Settings) -> None:
     """``ma-pipeline sink``."""
+    check_port(settings.sink_web_host, settings.sink_web_port, "MA_SINK_WEB_PORT")
     asyncio.run(serve_sink(settings))

@@ -170,6 +170,7 @@ class Worker:
         )
         self._metadata_ready = asyncio.Event()
         self._metadata_lock = asyncio.Lock()
+        self.folder_lock: Any = None  # ``pipeline.errors.DataFolderLock`` of its data folder
 
         app.agent(stitch_in, name="stitch")(self._stitch_agent)
         app.agent(contact_in, name="contact")(self._contact_agent)

@@ -9,6 +9,7 @@ import logging
 
 from faust.worker import Worker as FaustWorker
 
+from pipeline.errors import DataFolderLock, check_port
 from pipeline.rules import RulesWatcher
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
@@ -67,11 +68,14 @@ def _quieter_gc() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
-def prepare(settings: Settings) -> Worker:
-    """Create the topics and the ClickHouse schema, and build the worker."""
+def prepare(settings: Settings, owner: str = "ma-pipeline worker") -> Worker:
+    """Check what the worker needs is free, create the topics and the ClickHouse schema, and
+    build the worker. (Each failure raises one sentence: ``pipeline.errors``.)"""
+    check_port(settings.worker_web_host, settings.worker_web_port, "MA_WORKER_WEB_PORT")
+    lock = DataFolderLock(settings.data_dir / "worker", owner).acquire()
     asyncio.run(ensure_topics(settings))
-    (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     worker = Worker(settings, RulesWatcher(settings.config))
+    worker.folder_lock = lock  # held while the process lives
     applied = worker.migrate()
     if applied:
         log.info("ClickHouse schema applied: %s", ", ".join(applied))

@@ -150,3 +150,34 @@ def test_bench_help_says_it_needs_a_source_checkout(runner: CliRunner) -> None:
     result = runner.invoke(main, ["bench", "--help"])
     assert result.exit_code == 0, result.output
     assert "source checkout" in result.output and "--list" in result.output
+
+
+def test_rules_check_says_ok_with_what_the_file_holds(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["rules", "check"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{REPO / 'config' / 'rules.yaml'}: ok (1 site, ")
+
+
+def test_rules_check_names_each_problem_with_file_line_and_the_missing_field(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("sites:\n  - id: acme\n    write_key: wk\n    allowed_origin: [x]\n")
+    result = runner.invoke(main, ["rules", "check", str(rules)])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert f"{rules}:2: sites[0].server_key: required field is missing" in lines
+    assert f"{rules}:4: sites[0].allowed_origin: unknown field" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["worker", "collector", "run"])
+def test_a_service_refuses_a_missing_rules_file_in_one_line(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.setenv("MA_CONFIG", str(tmp_path / "nope.yaml"))
+    result = runner.invoke(main, [command])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {tmp_path / 'nope.yaml'}: cannot read the rules file: No such file or directory"
+    ]

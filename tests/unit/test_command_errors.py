@@ -1,0 +1,82 @@
+"""CONTRACT §7: every command fails with one line a person can act on and a non-zero exit, never
+a traceback (port in use, data folder locked by another process, broker unreachable). The real
+``ma-pipeline`` in a child process; no broker needed: each fails before it would use one."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import DataFolderLock
+from tests.conftest import REPO, free_port
+
+
+def ma_pipeline(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "MA_CONFIG": str(REPO / "config" / "rules.yaml"),
+        "MA_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",  # nothing listens there
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stderr
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def listening() -> Iterator[int]:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["topics", "collector", "worker"])
+def test_an_unreachable_broker_is_one_line(command: str, tmp_path: Path) -> None:
+    line = one_line(ma_pipeline(command, MA_DATA_DIR=str(tmp_path), MA_HTTP_PORT=str(free_port())))
+    assert line.startswith("Error: cannot reach the Kafka broker at 127.0.0.1:")
+    assert "MA_KAFKA_BOOTSTRAP" in line
+
+
+@pytest.mark.parametrize(
+    ("command", "variable"),
+    [("worker", "MA_WORKER_WEB_PORT"), ("collector", "MA_HTTP_PORT"), ("sink", "MA_SINK_WEB_PORT")],
+)
+def test_a_port_in_use_is_one_line(
+    command: str, variable: str, listening: int, tmp_path: Path
+) -> None:
+    line = one_line(
+        ma_pipeline(command, **{variable: str(listening), "MA_DATA_DIR": str(tmp_path)})
+    )
+    in_use = f"port 127.0.0.1:{listening} is in use by another process"
+    assert line == f"Error: {in_use}: stop it, or set {variable}"
+
+
+def test_a_data_folder_in_use_is_one_line(tmp_path: Path) -> None:
+    held = DataFolderLock(tmp_path / "worker", "ma-pipeline run").acquire()
+    line = one_line(
+        ma_pipeline("worker", MA_DATA_DIR=str(tmp_path), MA_WORKER_WEB_PORT=str(free_port()))
+    )
+    holder = f"ma-pipeline run (pid {os.getpid()})"
+    assert line.startswith(f"Error: the data folder {tmp_path / 'worker'} is in use by {holder}")
+    assert "MA_DATA_DIR" in line
+    del held
