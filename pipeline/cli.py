@@ -197,6 +197,80 @@ def _check_rules(path: Path) -> None:
         raise click.ClickException(f"{exc.problems[0]}{hint}") from None
 
 
+# -- reading topics ---------------------------------------------------------------------------
+@main.command("tail")
+@click.argument("topic")
+@click.option("--from-beginning", is_flag=True, help="Every record there is, then new ones.")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many records.")
+@click.pass_context
+def tail(ctx: click.Context, topic: str, from_beginning: bool, limit: int | None) -> None:
+    """Decoded records of TOPIC (e.g. events, triggers), one JSON per line, from now on."""
+    import orjson
+
+    def line(value: Any) -> str:
+        return orjson.dumps(value, default=str).decode()
+
+    _follow(ctx, topic, from_beginning, limit, line, lambda value: True)
+
+
+@main.group()
+def triggers() -> None:
+    """Triggers as they fire (ma.triggers)."""
+
+
+@triggers.command("tail")
+@click.option("--rule", "rules_", multiple=True, help="Only this rule (repeatable).")
+@click.option("--from-beginning", is_flag=True, help="Every trigger there is, then new ones.")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many triggers.")
+@click.pass_context
+def triggers_tail(
+    ctx: click.Context, rules_: tuple[str, ...], from_beginning: bool, limit: int | None
+) -> None:
+    """One line per trigger: fired_at, rule, channel, subject (email or anonymous_id), id."""
+    from pipeline.tail import trigger_line
+
+    def wanted(value: Any) -> bool:
+        return isinstance(value, dict) and (not rules_ or value.get("rule") in rules_)
+
+    _follow(ctx, "triggers", from_beginning, limit, trigger_line, wanted)
+
+
+def _follow(
+    ctx: click.Context,
+    topic: str,
+    from_beginning: bool,
+    limit: int | None,
+    line: Any,
+    wanted: Any,
+) -> None:
+    from pipeline.tail import UnknownTopic, follow
+
+    settings = _settings(ctx)
+
+    def ready(name: str) -> None:
+        since = "from the beginning" if from_beginning else "from now"
+        click.echo(f"following {name} {since} (Ctrl-C stops)", err=True)
+
+    async def printing() -> None:
+        shown = 0
+        stream = follow(settings, topic, from_beginning=from_beginning, on_ready=ready)
+        async for value in stream:
+            if not wanted(value):
+                continue
+            click.echo(line(value))
+            sys.stdout.flush()
+            shown += 1
+            if limit is not None and shown >= limit:
+                return
+
+    try:
+        _run(printing())
+    except UnknownTopic as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        return  # Ctrl-C is how a tail stops
+
+
 # -- rules ----------------------------------------------------------------------------------
 @main.group()
 def rules() -> None:
