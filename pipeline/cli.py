@@ -235,6 +235,44 @@ def triggers_tail(
     _follow(ctx, "triggers", from_beginning, limit, trigger_line, wanted)
 
 
+@triggers.command("pending")
+@click.argument("email", required=False)
+@click.pass_context
+def triggers_pending(ctx: click.Context, email: str | None) -> None:
+    """What waits: delayed triggers (of EMAIL's contact, or all), due when, cancelled by what."""
+    import aiohttp
+
+    from pipeline import codec
+
+    settings = _settings(ctx)
+
+    async def fetch() -> Any:
+        timeout = aiohttp.ClientTimeout(total=60, connect=2)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            params = {"email": email} if email else {}
+            url = f"{settings.worker_api}/triggers/pending"
+            async with http.get(url, params=params) as response:
+                if response.status != 200:
+                    raise click.ClickException(f"the worker API answered {response.status}")
+                return codec.loads(await response.read())["pending"]
+
+    try:
+        pending = _run(fetch())
+    except (aiohttp.ClientConnectionError, TimeoutError):
+        raise click.ClickException(
+            f"the worker API at {settings.worker_api} did not answer: is the worker running?"
+        ) from None
+    if not pending:
+        click.echo("nothing waits" + (f" for {email}" if email else ""))
+        return
+    for p in pending:
+        cancel = "; ".join(p["cancelled_by"]) or "-"
+        click.echo(
+            f"{p['due_at']}  {p['rule']}  {p['channel'] or '-'}  {p['subject']}  "
+            f"{p['trigger_id']}  cancelled by: {cancel}"
+        )
+
+
 def _follow(
     ctx: click.Context,
     topic: str,

@@ -9,6 +9,7 @@ reach it here instead of opening the files.
 - ``GET  /debug/tasks``      every asyncio task's stack (diagnosing a stalled worker)
 - ``GET  /profile/{aid}``    a cookie's segments and active web triggers (``/v1/profile``)
 - ``POST /query``            ``{"sql", "parameters"?}`` → ``{"columns", "rows"}``, read-only
+- ``GET  /triggers/pending?email=``  delayed triggers waiting (``pipeline.worker.pending``)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline import codec
 from pipeline.warehouse import answer_query
+from pipeline.worker.pending import pending_view
 from pipeline.worker.profiles import Worker, profile_view
 
 log = logging.getLogger(__name__)
@@ -120,7 +122,11 @@ def make_api(worker: Worker) -> web.Application:
     async def profile(request: web.Request) -> web.Response:
         return _json(profile_view(worker, request.match_info["aid"]))
 
+    async def pending(request: web.Request) -> web.Response:
+        return _json({"pending": pending_view(worker, request.query.get("email") or None)})
+
     app.router.add_get("/profile/{aid}", profile)
+    app.router.add_get("/triggers/pending", pending)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/debug/consumer", consumer)
     app.router.add_get("/debug/tasks", tasks)

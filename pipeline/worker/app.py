@@ -201,6 +201,14 @@ class Worker:
         """The decoded state of ``key`` in ``table``, or None."""
         return self.committer.load(table, key)
 
+    def waiting_keys(self) -> list[tuple[Any, list[str]]]:
+        """Per table (cookies, contacts), the keys of this worker's partitions that wait for
+        their time (a delayed trigger, a held record)."""
+        return [
+            (self.cookies, [key.decode() for key in self.stitch.due.waiting()]),
+            (self.contacts, [key.decode() for key in self.contact.due.waiting()]),
+        ]
+
     def dead_letter(
         self,
         source: str,

@@ -88,5 +88,9 @@ class DueIndex:
                     keys.append(key)
         return keys
 
+    def waiting(self) -> list[bytes]:
+        """The keys of the loaded partitions that the table says wait (a due time set)."""
+        return [key for stored in self._stored.values() for key in stored]
+
     def pending(self) -> int:
         return len(self._due)

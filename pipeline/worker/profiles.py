@@ -41,6 +41,8 @@ class Worker(Protocol):
 
     def load(self, table: Any, key: str) -> Any: ...
 
+    def waiting_keys(self) -> list[tuple[Any, list[str]]]: ...
+
 
 log = logging.getLogger(__name__)
 MAX_MEMBERS = 2_000_000  # larger segments are left out of profiles (they say nothing specific)
