@@ -197,6 +197,17 @@ def _check_rules(path: Path) -> None:
         raise click.ClickException(f"{exc.problems[0]}{hint}") from None
 
 
+@main.command()
+@click.pass_context
+def deliver(ctx: click.Context) -> None:
+    """Deliver triggers to the rules file's webhook destinations (signed, retried)."""
+    from pipeline.deliver.main import run_deliver
+
+    settings = _settings(ctx)
+    _check_rules(settings.config)
+    run_deliver(settings)
+
+
 # -- reading topics ---------------------------------------------------------------------------
 @main.command("tail")
 @click.argument("topic")

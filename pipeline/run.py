@@ -1,8 +1,9 @@
 """``ma-pipeline run``: the whole pipeline on one machine, in one command.
 
 Starts the local Kafka broker (unless ``MA_KAFKA_BOOTSTRAP`` names one), creates the topics and
-the ClickHouse schema, then runs the worker and the collector in one process (one event loop),
-with embedded ClickHouse. Ctrl-C stops them cleanly, and the broker if this command started it.
+the ClickHouse schema, then runs the worker, the collector and webhook delivery in one process
+(one event loop), with embedded ClickHouse. Ctrl-C stops them cleanly, and the broker if this
+command started it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pipeline.broker import LocalBroker
 from pipeline.clickhouse import describe_url
 from pipeline.collect.server import serve
+from pipeline.deliver.loop import Deliverer
 from pipeline.errors import check_port
 from pipeline.settings import Settings
 from pipeline.worker.main import execute, prepare
@@ -40,6 +42,11 @@ def run_all(settings: Settings) -> None:
             await serve(settings, handle_signals=False)
 
         worker.app.task(collector)
+
+        async def deliver() -> None:  # webhook destinations of the rules file
+            await Deliverer(settings, worker.rules, worker.clock, worker.metrics.registry).run()
+
+        worker.app.task(deliver)
         _say(f"collector  http://{settings.http_host}:{settings.http_port}  (try /t.js, /healthz)")
         _say(f"worker API {settings.worker_api}  (ma-pipeline query, segments)")
         database = settings.clickhouse_database

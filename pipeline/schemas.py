@@ -27,6 +27,7 @@ SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {  # RootModels are BaseModels
     "scores": (models.ScoreChange, "ma.scores value: a score change"),
     "triggers": (models.Trigger, "ma.triggers value: a fired trigger (the public output)"),
     "dead-letter": (models.DeadLetter, "ma.dead-letter value: a rejected input"),
+    "deliveries": (models.Delivery, "ma.deliveries value: one webhook delivery attempt"),
     "http-batch-event": (models.InboundEvent, "one event of POST /v1/batch"),
     "http-contact": (models.ContactUpsert, "one contact of POST /v1/contacts"),
     # the worker's internal topics (pipeline/models/internal.py): not a public contract

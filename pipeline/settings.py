@@ -25,6 +25,8 @@ Every variable read (defaults in brackets):
                              ``ma-pipeline sink``, or not at all) [true]
 - ``MA_SINK_WEB_HOST``, ``MA_SINK_WEB_PORT``  ``ma-pipeline sink``'s API (health, metrics,
                              queries when it owns embedded chDB) [``127.0.0.1``, 6067]
+- ``MA_DELIVER_WEB_HOST``, ``MA_DELIVER_WEB_PORT``  ``ma-pipeline deliver``'s API (health,
+                             metrics) [``127.0.0.1``, 6068]
 - ``MA_SEGMENT_REFRESH``     seconds between recomputing segment membership for profiles [60]
 - ``MA_APP_ID``              Faust application id and consumer-group prefix [``ma-pipeline``]
 - ``MA_STORE``               Faust table store, ``rocksdb://`` or ``memory://`` [``rocksdb://``]
@@ -84,6 +86,8 @@ class Settings(BaseSettings):
     sink: bool = True
     sink_web_host: str = "127.0.0.1"
     sink_web_port: int = Field(default=6067, ge=0, le=65535)
+    deliver_web_host: str = "127.0.0.1"
+    deliver_web_port: int = Field(default=6068, ge=0, le=65535)
     segment_refresh: float = Field(default=60.0, gt=0)
     app_id: str = "ma-pipeline"
     store: str = "rocksdb://"

@@ -72,6 +72,9 @@ TRIGGERS = TopicSpec("triggers", "contact_id or anonymous_id", "the public trigg
 DEAD_LETTER = TopicSpec(
     "dead-letter", "none", "every rejected input with the reason", retention_ms=14 * DAY_MS
 )
+DELIVERIES = TopicSpec(
+    "deliveries", "trigger_id", "one record per webhook delivery attempt (ma-pipeline deliver)"
+)
 
 PUBLIC_TOPICS: tuple[TopicSpec, ...] = (
     EVENTS,
@@ -81,6 +84,7 @@ PUBLIC_TOPICS: tuple[TopicSpec, ...] = (
     SCORES,
     TRIGGERS,
     DEAD_LETTER,
+    DELIVERIES,
 )
 
 # -- between the worker's stages (``pipeline.worker``) ---------------------------------------
@@ -115,6 +119,7 @@ SINK_INPUTS = (
     CONTACTS.name,
     SCORES.name,
     TRIGGERS.name,
+    DELIVERIES.name,
 )
 
 

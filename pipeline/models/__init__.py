@@ -2,6 +2,7 @@
 
 from pipeline.models.contacts import Contact, ContactsRequest, ContactUpdate, ContactUpsert
 from pipeline.models.dead_letter import DeadLetter
+from pipeline.models.deliveries import Delivery, DeliveryStatus
 from pipeline.models.events import (
     BROWSER_TYPES,
     COLLECTOR_TYPES,
@@ -26,6 +27,8 @@ __all__ = [
     "ContactUpsert",
     "ContactsRequest",
     "DeadLetter",
+    "Delivery",
+    "DeliveryStatus",
     "Event",
     "EventType",
     "IdentityDecision",

@@ -347,6 +347,56 @@ class Merge(_Strict):
         return self.fields.get(field, self.default)
 
 
+class Backoff(_Strict):
+    """Retry delays: the first after ``first``, each next one twice as long, at most ``max``."""
+
+    first: Duration = timedelta(seconds=5)
+    max: Duration = timedelta(hours=1)
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "[::1]", "localhost")
+
+
+class Destination(_Strict):
+    """A webhook receiving the triggers of some rules or channels (``ma-pipeline deliver``)."""
+
+    id: RuleId = Field(pattern=_ID)
+    url: str = Field(description="https://, or http:// to a loopback address (development)")
+    rules: list[RuleId] | None = Field(default=None, description="the trigger rules it gets")
+    channels: list[Channel] | None = Field(default=None, description="or: the channels it gets")
+    secret_env: str = Field(
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="the environment variable holding the signing secret (whsec_...)",
+    )
+    timeout: Duration = timedelta(seconds=10)
+    retry_for: Duration = timedelta(hours=24)
+    backoff: Backoff = Field(default_factory=Backoff)
+
+    @field_validator("url")
+    @classmethod
+    def _safe_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme == "https" and parts.hostname:
+            return value
+        if parts.scheme == "http" and parts.hostname in _LOOPBACK:
+            return value
+        raise ValueError("must be an https:// URL (plain http:// only to a loopback address)")
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> Destination:
+        if (self.rules is None) == (self.channels is None):
+            raise ValueError("give exactly one of rules, channels")
+        return self
+
+    def wants(self, rule: str, channel: str) -> bool:
+        """Does a trigger of this rule and channel go to this destination?"""
+        if self.rules is not None:
+            return rule in self.rules
+        return channel in (self.channels or ())
+
+
 class Rules(_Strict):
     """Everything in ``MA_CONFIG``."""
 
@@ -356,6 +406,19 @@ class Rules(_Strict):
     triggers: Triggers = Field(default_factory=Triggers)
     segments: list[Segment] = Field(default_factory=list)
     merge: Merge = Field(default_factory=Merge)
+    destinations: list[Destination] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_rules(self) -> Rules:
+        known = {rule.id for rule in self.triggers.rules}
+        for destination in self.destinations:
+            for rule in destination.rules or ():
+                if rule not in known:
+                    raise ValueError(
+                        f"destinations: {destination.id!r} names an unknown trigger rule "
+                        f"{rule!r}; known: {', '.join(sorted(known))}"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Rules:
@@ -365,6 +428,7 @@ class Rules(_Strict):
             ("scoring.attributes", [r.id for r in self.scoring.attributes]),
             ("triggers.rules", [r.id for r in self.triggers.rules]),
             ("segments", [s.name for s in self.segments]),
+            ("destinations", [d.id for d in self.destinations]),
         ):
             seen: set[str] = set()
             for item in ids:

@@ -31,6 +31,10 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "trigger_id", "rule", "channel", "contact_id", "anonymous_id", "fired_at", "due_at",
         "score", "cause_event_ids", "attributes",
     ),
+    "deliveries": (
+        "trigger_id", "destination", "attempt", "status", "http_status", "error", "at",
+        "next_attempt_at",
+    ),
 }  # fmt: skip
 
 #: Tables whose rows the sink deduplicates against what is already stored: the columns that
@@ -41,6 +45,7 @@ ROW_KEYS: dict[str, tuple[tuple[str, ...], int]] = {
     "triggers": (("trigger_id",), 1),
     "identities": (("anonymous_id", "at", "contact_id", "reason"), 1),
     "score_changes": (("contact_id", "anonymous_id", "at", "rule", "event_id"), 2),
+    "deliveries": (("destination", "trigger_id", "attempt"), 2),
 }
 
 
@@ -105,6 +110,12 @@ def rows_for(topic: str, value: dict[str, Any] | None) -> list[tuple[str, tuple[
             rows.append(("score_state", (value["contact_id"], float(value["score"]),
                                          value["lifecycle_stage"], at)))  # fmt: skip
         return rows
+    if topic == "deliveries":
+        return [("deliveries", (
+            value["trigger_id"], value["destination"], int(value["attempt"]), value["status"],
+            value.get("http_status"), _s(value.get("error")), _time(value["at"]),
+            _time(value.get("next_attempt_at")),
+        ))]  # fmt: skip
     if topic == "triggers":
         return [("triggers", (
             value["trigger_id"], value["rule"], value["channel"], _s(value.get("contact_id")),

@@ -144,7 +144,11 @@ async def test_clickhouse_unavailable_then_back_every_row_arrives_once(
 
 
 async def test_the_filter_hashes_keys_as_clickhouse_does(warehouse: Warehouse) -> None:
-    await SinkWriter(warehouse.clickhouse).write(rows_of(topic_values(5)), "t:0:0-34")
+    attempt = {"trigger_id": "t-1", "destination": "crm", "attempt": 2, "status": "retrying",
+               "http_status": 503, "error": "HTTP 503", "at": T0,
+               "next_attempt_at": T0 + timedelta(seconds=5)}  # fmt: skip
+    values = [*topic_values(5), ("deliveries", attempt)]
+    await SinkWriter(warehouse.clickhouse).write(rows_of(values), "t:0:0-35")
     for table, (columns, _) in ROW_KEYS.items():
         expression = key_expression(columns, TIME_COLUMNS)
         selected = ", ".join(

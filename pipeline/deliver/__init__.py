@@ -1,0 +1,1 @@
+"""Webhook delivery of triggers (CONTRACT §5 ``destinations``): ``ma-pipeline deliver``."""
