@@ -7,6 +7,9 @@ pending retries survive ``kill -9`` (same ``webhook-id``, delivered at least onc
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
@@ -22,7 +26,7 @@ from standardwebhooks.webhooks import Webhook
 
 from pipeline import codec
 from pipeline.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import REPO, free_port
 from tests.kafka_helpers import TopicReader
 from tests.processes import Process
 
@@ -239,3 +243,52 @@ async def test_pending_retries_survive_kill_9(delivery: Delivery) -> None:
     for t in pending:  # the restarted deliverer went on counting
         numbers = attempts[t["trigger_id"]]
         assert numbers == sorted(numbers) and numbers[-1] > 2, numbers
+
+
+def readme_receiver() -> str:
+    """The README's webhook receiver, verbatim (the code block after its marker)."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("<!-- webhook-receiver -->", 1)[1]
+    return block.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_readmes_webhook_receiver_verifies_and_receives(
+    topics: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    script = tmp_path / "receiver.py"
+    script.write_text(readme_receiver())
+    receiver = subprocess.Popen(  # noqa: ASYNC220 - started once, read from a thread
+        [sys.executable, str(script)],
+        env={**os.environ, "CRM_WEBHOOK_SECRET": SECRET, "PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "triggers:\n  rules:\n    - {id: to-crm, when: {event: {type: page_view}}, channel: web}\n"
+        "destinations:\n"
+        f"  - {{id: crm, url: 'http://127.0.0.1:{port}/ma', rules: [to-crm],"
+        " secret_env: HOOK_SECRET, backoff: {first: 0.5s, max: 1s}}\n"
+    )
+    settings = topics.model_copy(update={"config": rules, "deliver_web_port": free_port()})
+    delivery = Delivery(settings, {}, tmp_path)
+    await asyncio.to_thread(delivery.start)
+    try:
+        sent = trigger("to-crm")
+        await delivery.send(sent)
+        assert receiver.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(receiver.stdout.readline), 60)
+        while not line.startswith("send"):  # aiohttp's banner first
+            line = await asyncio.wait_for(asyncio.to_thread(receiver.stdout.readline), 60)
+        assert line.strip() == f"send to-crm to {sent['anonymous_id']}"
+        async with aiohttp.ClientSession() as http:  # a forged call is refused
+            forged = {"webhook-id": "x", "webhook-timestamp": "1", "webhook-signature": "v1,AAAA"}
+            async with http.post(f"http://127.0.0.1:{port}/ma", data=b"{}", headers=forged) as r:
+                assert r.status == 401
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
+        if delivery.process is not None:
+            delivery.process.stop()
