@@ -22,11 +22,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
 from standardwebhooks.webhooks import Webhook
 
 from pipeline import codec
 from pipeline.settings import Settings
+from pipeline.sink.main import build_sink
 from tests.conftest import REPO, free_port
+from tests.integration.sink.conftest import Warehouse
 from tests.kafka_helpers import TopicReader
 from tests.processes import Process
 
@@ -203,6 +206,36 @@ async def test_each_answer_gets_what_the_contract_says(delivery: Delivery) -> No
     dead = {d["source"]: d for d in await delivery.records("dead-letter")}
     assert dead["deliver:gone"]["payload"]["trigger_id"] == sent["gone"]["trigger_id"]
     assert "redirects are not followed" in dead["deliver:redirect"]["error"]
+
+    # and the sink makes each attempt a row of the deliveries table (CONTRACT §6)
+    settings = delivery.settings
+    warehouse = Warehouse(
+        Path(settings.clickhouse_url.removeprefix("chdb://")), f"d_{uuid.uuid4().hex[:8]}"
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap)
+    await producer.start()
+    sink = build_sink(settings, warehouse.clickhouse, CollectorRegistry(), lambda: producer,
+                      settings.clock())  # fmt: skip
+    writing = asyncio.ensure_future(sink.run())
+    try:
+        expected = sorted((d, a, s, h or 0) for d, tries in attempts.items() for a, s, h in tries)
+
+        def stored() -> list[tuple[Any, ...]]:
+            return sorted(
+                warehouse.rows(
+                    "SELECT destination, attempt, status, ifNull(http_status, 0) "
+                    "FROM {db}.deliveries"
+                )
+            )
+
+        async with asyncio.timeout(60):
+            while [tuple(r) for r in stored()] != expected:
+                await asyncio.sleep(0.5)
+    finally:
+        writing.cancel()
+        await asyncio.gather(writing, return_exceptions=True)
+        await producer.stop()
+        warehouse.close()
 
 
 async def test_a_receiver_down_for_30_s_does_not_delay_another(delivery: Delivery) -> None:
