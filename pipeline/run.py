@@ -8,6 +8,7 @@ command started it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
@@ -20,6 +21,8 @@ from pipeline.settings import Settings
 from pipeline.worker.main import execute, prepare
 
 log = logging.getLogger(__name__)
+#: the line ``run`` prints once everything listens
+READY_LINE = "ready:"
 
 
 def run_all(settings: Settings) -> None:
@@ -38,8 +41,10 @@ def run_all(settings: Settings) -> None:
         check_port(settings.http_host, settings.http_port, "MA_HTTP_PORT")
         worker = prepare(settings, owner="ma-pipeline run")
 
+        listening = asyncio.Event()  # bound to the worker's loop when first awaited
+
         async def collector() -> None:
-            await serve(settings, handle_signals=False)
+            await serve(settings, handle_signals=False, listening=listening)
 
         worker.app.task(collector)
 
@@ -47,13 +52,19 @@ def run_all(settings: Settings) -> None:
             await Deliverer(settings, worker.rules, worker.clock, worker.metrics.registry).run()
 
         worker.app.task(deliver)
-        _say(f"collector  http://{settings.http_host}:{settings.http_port}  (try /t.js, /healthz)")
-        _say(f"worker API {settings.worker_api}  (ma-pipeline query, segments)")
         database = settings.clickhouse_database
         _say(f"ClickHouse {describe_url(settings.clickhouse_url)}, database {database}")
         _say(f"rules      {settings.config} (reloaded on change)")
-        _say("Ctrl-C stops everything.")
-        execute(worker)
+        _say("starting the worker and the collector …")
+
+        async def ready() -> None:  # once the worker is ready and the collector listens
+            await listening.wait()
+            url = f"http://{settings.http_host}:{settings.http_port}"
+            _say(f"collector  {url}  (try /t.js, /healthz)")
+            _say(f"worker API {settings.worker_api}  (ma-pipeline query, segments)")
+            _say(f"{READY_LINE} Ctrl-C stops everything.")
+
+        execute(worker, on_ready=ready)
     finally:
         if broker is not None and started_broker:
             _say("stopping the local broker …")

@@ -17,9 +17,14 @@ log = logging.getLogger(__name__)
 
 
 async def serve(
-    settings: Settings, stop: asyncio.Event | None = None, *, handle_signals: bool = True
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    *,
+    handle_signals: bool = True,
+    listening: asyncio.Event | None = None,
 ) -> None:
-    """Serve until ``stop`` is set (or SIGINT/SIGTERM, or cancelled); drains in-flight requests."""
+    """Serve until ``stop`` is set (or SIGINT/SIGTERM, or cancelled); drains in-flight requests.
+    ``listening`` is set once the port accepts connections."""
     collector = Collector(settings, RulesWatcher(settings.config))
     runner = web.AppRunner(collector.make_app(), access_log=None, handle_signals=False)
     await runner.setup()
@@ -28,6 +33,8 @@ async def serve(
     )
     await site.start()
     log.info("collector listening on http://%s:%d", settings.http_host, settings.http_port)
+    if listening is not None:
+        listening.set()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM) if handle_signals else ():

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections.abc import Awaitable, Callable
 
 from faust.worker import Worker as FaustWorker
 
@@ -43,11 +44,15 @@ _STARTUP_NOISE = _StartupNoise()
 
 
 class _FaustWorker(FaustWorker):
+    on_ready: Callable[[], Awaitable[None]] | None = None
+
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         _STARTUP_NOISE.starting = False
         _quieter_gc()
         log.info("%s: partitions assigned, tables recovered, agents running", READY)
+        if self.on_ready is not None:
+            await self.on_ready()
 
 
 #: collections of the youngest generation: after this many allocations (Python's default 700)
@@ -82,15 +87,17 @@ def prepare(settings: Settings, owner: str = "ma-pipeline worker") -> Worker:
     return worker
 
 
-def execute(worker: Worker) -> None:
-    """Run the Faust worker until SIGINT/SIGTERM."""
+def execute(worker: Worker, on_ready: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Run the Faust worker until SIGINT/SIGTERM; ``on_ready`` once it is ready."""
     settings = worker.settings
     for name in _StartupNoise.LOGGERS:
         logging.getLogger(name).addFilter(_STARTUP_NOISE)
+    faust_worker = _FaustWorker(
+        worker.app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False
+    )
+    faust_worker.on_ready = on_ready
     with contextlib.suppress(SystemExit):
-        _FaustWorker(
-            worker.app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False
-        ).execute_from_commandline()
+        faust_worker.execute_from_commandline()
 
 
 def run_worker(settings: Settings) -> None:

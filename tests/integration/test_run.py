@@ -56,9 +56,11 @@ def test_run_starts_broker_worker_and_collector_and_ctrl_c_stops_them(tmp_path: 
                                  env=env, stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True)  # fmt: skip
     try:
-        wait_for(log, "worker ready", popen, timeout=180)
+        wait_for(log, "ma-pipeline: ready: Ctrl-C stops everything.", popen, timeout=180)
         text = log.read_text()
+        # the URLs once they answer, then the ready line, last
         assert f"collector  http://127.0.0.1:{http_port}" in text
+        assert text.index("collector listening") < text.index("collector  http://127.0.0.1")
         assert "broker     127.0.0.1:" in text and "local KRaft" in text
         assert cli(env, "broker", "status").returncode == 0
 
