@@ -19,20 +19,19 @@ The sink's API (``MA_SINK_WEB_HOST:MA_SINK_WEB_PORT``): ``GET /healthz``, ``GET 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Callable
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from pipeline import codec
 from pipeline.clickhouse import ClickHouse, connect
 from pipeline.clickhouse.migrate import migrate
 from pipeline.clock import Clock
 from pipeline.errors import check_port
+from pipeline.service import health_api, run_service
 from pipeline.settings import Settings
 from pipeline.sink.loop import SinkLoop
 from pipeline.sink.metrics import SinkMetrics
@@ -56,36 +55,8 @@ def build_sink(
     return SinkLoop(settings, writer, metrics, producer, clock)
 
 
-def _api(clickhouse: ClickHouse, registry: CollectorRegistry) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
-
-    async def query(request: web.Request) -> web.Response:
-        status, answer = await answer_query(clickhouse, await request.read())
-        return web.Response(
-            body=codec.dumps(answer), status=status, content_type="application/json"
-        )
-
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_post("/query", query)
-    return app
-
-
 async def serve_sink(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run the sink until ``stop`` is set (or SIGINT/SIGTERM, or cancelled)."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     await ensure_topics(settings)
     clickhouse = connect(settings)
     registry = CollectorRegistry()
@@ -95,26 +66,24 @@ async def serve_sink(settings: Settings, stop: asyncio.Event | None = None) -> N
         acks="all",
         enable_idempotence=True,
     )
-    runner = web.AppRunner(_api(clickhouse, registry), access_log=None, handle_signals=False)
+    api = health_api(registry)
+
+    async def query(request: web.Request) -> web.Response:
+        status, answer = await answer_query(clickhouse, await request.read())
+        return web.Response(
+            body=codec.dumps(answer), status=status, content_type="application/json"
+        )
+
+    api.router.add_post("/query", query)
     try:
         applied = await clickhouse.run(lambda c: migrate(c, settings.clickhouse_database))
         if applied:
             log.info("ClickHouse schema applied: %s", ", ".join(applied))
         await producer.start()
-        await runner.setup()
-        host, port = settings.sink_web_host, settings.sink_web_port
-        await web.TCPSite(runner, host, port).start()
-        log.info("sink API on http://%s:%d", host, port)
         sink = build_sink(settings, clickhouse, registry, lambda: producer, settings.clock())
-        task = asyncio.ensure_future(sink.run())
-        stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for pending in (task, stopped):
-            pending.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task  # a failure of the loop itself is raised here
+        host, port = settings.sink_web_host, settings.sink_web_port
+        await run_service(sink.run(), api, host, port, "sink", stop=stop)
     finally:
-        await runner.cleanup()
         await producer.stop()
         clickhouse.close()
 
