@@ -45,6 +45,7 @@ from faust.types import TP
 
 from pipeline import codec
 from pipeline.clock import Clock
+from pipeline.rules import RulesWatcher
 from pipeline.settings import Settings
 from pipeline.topics import ANONYMOUS_EVENTS, CONTACT_WORK, COOKIE_COMMANDS
 from pipeline.worker.due import DueIndex
@@ -283,3 +284,34 @@ class Committer:
 def _log_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("a batch could not be made durable: %r", task.exception())
+
+
+class Stage:
+    """What each stage (``stitch.StitchStage``, ``contact.ContactStage``) is given: the Faust
+    app, the settings, the rules in force, the clock, the committer, its table and its due
+    table (with its ``DueIndex``), and a lock: a batch and the stage's time-driven work
+    exclude each other."""
+
+    def __init__(
+        self,
+        app: Any,
+        settings: Settings,
+        rules: RulesWatcher,
+        clock: Clock,
+        committer: Committer,
+        table: Any,
+        due_table: Any,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.rules = rules
+        self.clock = clock
+        self.out = committer
+        self.table = table
+        self.due_table = due_table
+        self.due = committer.due[due_table] = DueIndex(due_table)
+        self.lock = asyncio.Lock()
+        self._own()
+
+    def _own(self) -> None:
+        """A stage's own fields (after the shared ones)."""

@@ -19,12 +19,9 @@ from typing import Any
 from faust.types import TP
 
 from pipeline import codec
-from pipeline.clock import Clock, to_millis
-from pipeline.rules import RulesWatcher
-from pipeline.settings import Settings
+from pipeline.clock import to_millis
 from pipeline.topics import CONTACT_WORK
-from pipeline.worker.commit import Ack, Committer, State
-from pipeline.worker.due import DueIndex
+from pipeline.worker.commit import Ack, Stage, State
 from pipeline.worker.order import NEVER, Frontier, wake_time
 from pipeline.worker.steps import (
     ContactRecord,
@@ -39,25 +36,12 @@ from pipeline.worker.steps import (
 STAGE = "contact"
 
 
-class ContactStage:
-    def __init__(
-        self,
-        app: Any,
-        settings: Settings,
-        rules: RulesWatcher,
-        clock: Clock,
-        committer: Committer,
-        contacts: Any,
-        contact_due: Any,
-    ) -> None:
-        self.app = app
-        self.rules = rules
-        self.clock = clock
-        self.out = committer
-        self.contacts = contacts
-        self.contact_due = contact_due
-        self.due = committer.due[contact_due] = DueIndex(contact_due)
-        self.lock = asyncio.Lock()  # a batch and the release of due contacts exclude each other
+class ContactStage(Stage):
+    """Stage 2 over the ``contacts`` table and its ``contact-due`` table."""
+
+    def _own(self) -> None:
+        self.contacts, self.contact_due = self.table, self.due_table
+        settings = self.settings
         self.work_topic = settings.topic(CONTACT_WORK)
         self.updates_topic = settings.topic("contact-updates")
         self.frontier = Frontier(settings.topic_partitions, int(settings.order_wait * 1000))

@@ -14,16 +14,12 @@ due, up to each partition's watermark (an idle one's: now − ``MA_ORDER_WAIT``)
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from pipeline import codec
-from pipeline.clock import Clock, to_millis
-from pipeline.rules import RulesWatcher
-from pipeline.settings import Settings
+from pipeline.clock import to_millis
 from pipeline.topics import CONTACT_WORK, COOKIE_COMMANDS
-from pipeline.worker.commit import Ack, Committer, State
-from pipeline.worker.due import DueIndex
+from pipeline.worker.commit import Ack, Stage, State
 from pipeline.worker.order import NEVER
 from pipeline.worker.steps import (
     CookieRecord,
@@ -41,26 +37,12 @@ from pipeline.worker.steps import (
 STAGE = "stitch"
 
 
-class StitchStage:
-    def __init__(
-        self,
-        app: Any,
-        settings: Settings,
-        rules: RulesWatcher,
-        clock: Clock,
-        committer: Committer,
-        cookies: Any,
-        cookie_due: Any,
-    ) -> None:
-        self.app = app
-        self.settings = settings
-        self.rules = rules
-        self.clock = clock
-        self.out = committer
-        self.cookies = cookies
-        self.cookie_due = cookie_due
-        self.due = committer.due[cookie_due] = DueIndex(cookie_due)
-        self.lock = asyncio.Lock()  # a batch and the firing of due triggers exclude each other
+class StitchStage(Stage):
+    """Stage 1 over the ``cookies`` table and its ``cookie-due`` table."""
+
+    def _own(self) -> None:
+        self.cookies, self.cookie_due = self.table, self.due_table
+        settings = self.settings
         self.events_topic = settings.topic("events")
         self.commands_topic = settings.topic(COOKIE_COMMANDS)
         self.order_wait_ms = int(settings.order_wait * 1000)
