@@ -209,15 +209,6 @@ class Worker:
             (self.contacts, [key.decode() for key in self.contact.due.waiting()]),
         ]
 
-    def dead_letter(
-        self,
-        source: str,
-        exc: BaseException,
-        payload: bytes | None,
-        pending: list[Any] | None = None,
-    ) -> None:
-        self.committer.dead_letter(source, exc, payload, pending)
-
     # -- agents -------------------------------------------------------------------------------
     async def _ensure_metadata(self) -> None:
         """Load partition metadata of every topic this worker writes, before the first write.
