@@ -26,6 +26,14 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+# Segment's JavaScript SDKs (@segment/analytics-node, @segment/analytics-next), unmodified, for
+# tests/integration/worker/test_segment_sdks.py: test dependencies only, from tests/sdk's lock.
+SDK_STAMP := tests/sdk/node_modules/.installed
+$(SDK_STAMP): tests/sdk/package.json tests/sdk/package-lock.json
+	@command -v npm >/dev/null || { echo "make test needs Node 20 and npm (apt-get install nodejs npm)"; exit 1; }
+	cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(SDK_STAMP)
+
 # Java and Maven run the local Kafka broker; Chromium runs the JS tag's browser test; wrk is the
 # load generator of `make bench` (bench/collector.py).
 # Installed with apt-get only when missing and when we are root (CI); otherwise we say what to do.
@@ -54,7 +62,7 @@ broker-stop: $(STAMP)
 run: $(STAMP) system-deps
 	$(BIN)/ma-pipeline run
 
-test: $(STAMP) system-deps
+test: $(STAMP) $(SDK_STAMP) system-deps
 	$(BIN)/pytest -q
 
 # Long soaks, not in `make test`: 30 fresh starts (half with two workers) and 20 kill -9 cycles

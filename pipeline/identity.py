@@ -139,6 +139,21 @@ def contact_id_for(email: str) -> uuid.UUID:
     return uuid.uuid5(CONTACT_NAMESPACE, normalize_email(email))
 
 
+#: Stage 1 keeps what it knows of a site's ``user_id`` (Segment's ``userId``: which contact it
+#: names) under this key, in the same key space as cookies: a call that carries only a
+#: ``user_id`` is keyed by it on ``ma.events``.
+USER_KEY_PREFIX = "user:"
+
+
+def user_key(site_id: str, user_id: str) -> str:
+    """The ``ma.events`` key and stage-1 state key of a site's ``user_id``."""
+    return f"{USER_KEY_PREFIX}{site_id}:{user_id}"
+
+
+def is_user_key(key: str) -> bool:
+    return key.startswith(USER_KEY_PREFIX)
+
+
 def new_id() -> str:
     """A new random UUID (version 4) as canonical text, as ``str(uuid.uuid4())`` gives it in
     twice the time: event ids and new ``ma_aid`` cookies, on the collector's hot path."""

@@ -32,6 +32,7 @@ from typing import Any
 
 from pipeline import codec
 from pipeline.clock import to_millis
+from pipeline.identity import is_user_key
 from pipeline.rules import Rules, load_rules
 from pipeline.topics import CONTACT_WORK, COOKIE_COMMANDS
 from pipeline.worker.steps import (
@@ -45,6 +46,8 @@ from pipeline.worker.steps import (
     cookie_step,
     due_step,
     event_time,
+    state_key,
+    user_step,
 )
 
 __all__ = ["Pipeline", "event"]
@@ -86,9 +89,12 @@ class Pipeline:
     def send(self, event: dict[str, Any]) -> list[Out]:
         """One ``ma.events`` value through stage 1 and everything it causes downstream."""
         value = roundtrip(event)
-        aid = value.get("anonymous_id")
+        aid = state_key(value)
         record = CookieRecord.from_dict(self.cookies.get(aid)) if aid else CookieRecord()
-        outs = cookie_step(record, value, self.rules, self.counters)
+        if aid and is_user_key(aid):
+            outs = user_step(record, value, aid, self.counters)
+        else:
+            outs = cookie_step(record, value, self.rules, self.counters)
         if aid:
             self.cookies[aid] = roundtrip(record.to_dict())
         return self._route(outs)
@@ -139,8 +145,9 @@ class Pipeline:
             elif out.topic == COOKIE_COMMANDS:
                 assert out.key is not None and out.value is not None
                 cookie = CookieRecord.from_dict(self.cookies.get(out.key))
-                cookie_command(cookie, out.value)
+                caused = cookie_command(cookie, out.value, out.key, self.rules, self.counters)
                 self.cookies[out.key] = roundtrip(cookie.to_dict())
+                everything += self._route(caused)
             elif out.topic == "contact-updates":
                 assert out.value is not None
                 self.published.append(out)

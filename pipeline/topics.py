@@ -95,7 +95,10 @@ X_CONTACT_WORK = TopicSpec(
     public=False,
 )
 X_COOKIE_COMMANDS = TopicSpec(
-    "x.cookie-commands", "anonymous_id", "stage 2 → stage 1: unlink commands", public=False
+    "x.cookie-commands",
+    "anonymous_id",
+    "stage 2 → stage 1: unlink commands; user_id questions and answers within stage 1",
+    public=False,
 )
 X_ANONYMOUS_EVENTS = TopicSpec(
     "x.anonymous-events",

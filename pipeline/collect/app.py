@@ -17,7 +17,6 @@ import asyncio
 import base64
 import contextlib
 import gc
-import hmac
 import logging
 import re
 import time
@@ -42,8 +41,18 @@ from pipeline.collect.cookies import (
     read_anonymous_id,
     set_anonymous_id,
 )
+from pipeline.collect.http import (
+    EnvelopeError,
+    decoded_body,
+    event_key,
+    origin_allowed,
+    read_limited,
+    same_key,
+)
 from pipeline.collect.metrics import CollectorMetrics
 from pipeline.collect.ratelimit import RateLimiter
+from pipeline.collect.segment_api import SegmentApi, is_segment_envelope, sent_by_segment_sdk
+from pipeline.collect.segment_api import error_code as segment_code
 from pipeline.collect.segments import SegmentEndpoints
 from pipeline.collect.spool import Spool
 from pipeline.collect.tag import Tag, not_modified
@@ -63,7 +72,7 @@ from pipeline.identity import (
 )
 from pipeline.kafka import BrokerUnavailable, JsonProducer, Record
 from pipeline.models.contacts import ContactsRequest, ContactUpsert
-from pipeline.models.dead_letter import MAX_DEAD_LETTER_PAYLOAD, dead_letter_value
+from pipeline.models.dead_letter import dead_letter_value
 from pipeline.models.events import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
 from pipeline.rules import RulesWatcher, Site
 from pipeline.settings import Settings
@@ -81,15 +90,6 @@ SPOOL_BATCH = 500
 UTF8_BOM = b"\xef\xbb\xbf"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class EnvelopeError(Exception):
-    """The request as a whole is unusable (400/401/413); ``status`` and a clear message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Collector:
@@ -117,6 +117,7 @@ class Collector:
         self.metrics.spooled.set_function(lambda: len(self.spool))
         self._background: list[asyncio.Task[None]] = []
         self.profiles = ProfileSource(settings)
+        self.segment_api = SegmentApi(self)
 
     # -- lifecycle -----------------------------------------------------------------------
     def make_app(self) -> web.Application:
@@ -134,6 +135,7 @@ class Collector:
         app.router.add_post("/v1/contacts", self.contacts)
         app.router.add_get("/v1/profile", self.profile)
         SegmentEndpoints(self.settings, self.rules, self.server_key_site).add_routes(app)
+        self.segment_api.add_routes(app)
         app.router.add_route("OPTIONS", "/v1/profile", self.preflight)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -264,7 +266,7 @@ class Collector:
         if not origin:
             return {}
         sites = [site] if site is not None else self.rules.rules.sites
-        if any(_origin_allowed(s, origin) for s in sites):
+        if any(origin_allowed(s, origin) for s in sites):
             return {
                 "Access-Control-Allow-Origin": origin,
                 "Access-Control-Allow-Credentials": "true",
@@ -351,24 +353,30 @@ class Collector:
         site: Site | None = None
         body: bytes | None = None
         try:
-            body = await _read_limited(request, MAX_BATCH_BYTES)
-            envelope, site, trusted = self._batch_envelope(request, body)
+            body = await read_limited(request, MAX_BATCH_BYTES)
+            envelope = _decode_envelope(body)
+            if is_segment_envelope(envelope):
+                return await self.segment_api.batch(request, body, envelope)
+            events, site, trusted = self._batch_envelope(request, envelope)
         except EnvelopeError as exc:
-            letter = [self.dead_letter(source, exc.message, _decoded(body, request))]
+            answer = {"error": exc.message}
+            if sent_by_segment_sdk(request):  # what its SDKs read, beside what ours do
+                answer.update(code=segment_code(exc.status), message=exc.message)
+            letter = [self.dead_letter(source, exc.message, decoded_body(body, request))]
             if not await self.deliver_best_effort(letter) and exc.status != 413:
                 return _json(
                     {"error": "the broker is unavailable; retry later"},
                     503,
                     {"Retry-After": RETRY_AFTER},
                 )
-            return _json({"error": exc.message}, exc.status, self.cors_headers(request, site))
+            return _json(answer, exc.status, self.cors_headers(request, site))
         cors = self.cors_headers(request, site)
         if self.rate_limited(site, request):
             return _json(
                 {"error": "rate limit exceeded; retry later"}, 429, {"Retry-After": "1", **cors}
             )
         result = validate_events(
-            envelope["events"],
+            events,
             site_id=site.id,
             trusted=trusted,
             received_at=self.now(),
@@ -376,7 +384,7 @@ class Collector:
         )
         topic = self.events_topic
         records: list[Record] = [
-            (topic, _key(value), codec.dumps(value)) for value in result.accepted
+            (topic, event_key(value), codec.dumps(value)) for value in result.accepted
         ]
         records += [self.dead_letter(source, r.error, r.payload) for r in result.rejected]
         try:
@@ -398,13 +406,9 @@ class Collector:
         )
 
     def _batch_envelope(
-        self, request: web.Request, body: bytes
-    ) -> tuple[dict[str, Any], Site, bool]:
-        try:
-            # Whatever the Content-Type: the tag sends text/plain (no CORS preflight).
-            envelope = codec.loads(body.removeprefix(UTF8_BOM))
-        except codec.JSONDecodeError as exc:
-            raise EnvelopeError(400, f"body is not valid JSON: {exc}") from exc
+        self, request: web.Request, envelope: object
+    ) -> tuple[list[Any], Site, bool]:
+        """The events, site and trust of our own ``/v1/batch`` body (``{"site_id", "events"}``)."""
         if not isinstance(envelope, dict):
             raise EnvelopeError(400, 'body must be a JSON object {"site_id", "events": [...]}')
         site_id = envelope.get("site_id")
@@ -423,22 +427,22 @@ class Collector:
             )
         if not events:
             raise EnvelopeError(400, "events: empty; send at least one event")
-        return envelope, site, trusted
+        return events, site, trusted
 
     def _authenticate(self, request: web.Request, site: Site, write_key: object) -> bool:
         """True for a valid server key, False for a valid write key; EnvelopeError otherwise."""
         authorization = request.headers.get("Authorization", "")
         if authorization:
             scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not _same(token.strip(), site.server_key):
+            if scheme.lower() != "bearer" or not same_key(token.strip(), site.server_key):
                 raise EnvelopeError(
                     400, f"Authorization: not a valid server key for site {site.id!r}"
                 )
             return True
-        if not isinstance(write_key, str) or not _same(write_key, site.write_key):
+        if not isinstance(write_key, str) or not same_key(write_key, site.write_key):
             raise EnvelopeError(400, f"write_key: missing or wrong for site {site.id!r}")
         origin = request.headers.get("Origin")
-        if origin and not _origin_allowed(site, origin):
+        if origin and not origin_allowed(site, origin):
             raise EnvelopeError(400, f"Origin {origin[:200]!r} is not allowed for site {site.id!r}")
         return False
 
@@ -456,7 +460,7 @@ class Collector:
         )
         source = "collector:/v1/p.gif"
         raw = dict(query)
-        if site is None or not _same(query.get("key", ""), site.write_key):
+        if site is None or not same_key(query.get("key", ""), site.write_key):
             what = "site_id: unknown site" if site is None else "key: missing or wrong write key"
             await self.deliver_best_effort([self.dead_letter(source, what, raw)])
             return response
@@ -479,7 +483,7 @@ class Collector:
             user_agent=request.headers.get("User-Agent"),
         )
         records: list[Record] = [
-            (self.events_topic, _key(v), codec.dumps({**v, "source": "pixel"}))
+            (self.events_topic, event_key(v), codec.dumps({**v, "source": "pixel"}))
             for v in result.accepted
         ]
         records += [
@@ -577,7 +581,7 @@ class Collector:
         cookie = self.cookie(request)
         aid = cookie[0] or new_id()
         event = self._email_event(request, claims, "email_click", aid)
-        await self.deliver_best_effort([(self.events_topic, _key(event), codec.dumps(event))])
+        await self.deliver_best_effort([(self.events_topic, event_key(event), codec.dumps(event))])
         self.metrics.count_accepted(event["site_id"], "email_click")
         assert claims.url is not None  # click tokens always carry one (links.verify checks)
         response = _redirect(claims.url)
@@ -596,7 +600,7 @@ class Collector:
             return response
         aid = self.cookie_aid(request)
         event = self._email_event(request, claims, "email_open", aid)
-        await self.deliver_best_effort([(self.events_topic, _key(event), codec.dumps(event))])
+        await self.deliver_best_effort([(self.events_topic, event_key(event), codec.dumps(event))])
         self.metrics.count_accepted(event["site_id"], "email_open")
         return response
 
@@ -629,7 +633,7 @@ class Collector:
         event.pop("automated", None)  # an explicit unsubscribe counts, whoever sends it
         event.pop("automated_reason", None)
         try:
-            await self.deliver([(self.events_topic, _key(event), codec.dumps(event))])
+            await self.deliver([(self.events_topic, event_key(event), codec.dumps(event))])
         except BrokerUnavailable:
             return web.Response(
                 status=503,
@@ -646,8 +650,8 @@ class Collector:
         """``POST /v1/contacts``: CRM upserts (server key) onto ``ma.contact-updates``."""
         source = "collector:/v1/contacts"
         try:
-            body = await _read_limited(request, MAX_CONTACTS_BYTES)
-            site = self._site_for_server_key(request)
+            body = await read_limited(request, MAX_CONTACTS_BYTES)
+            site = self._site_for_serverevent_key(request)
             raw = codec.loads(body)
             envelope = ContactsRequest.model_validate(raw)
         except EnvelopeError as exc:
@@ -656,7 +660,7 @@ class Collector:
         except codec.JSONDecodeError as exc:
             message = f"body is not valid JSON: {exc}"
             await self.deliver_best_effort(
-                [self.dead_letter(source, message, _decoded(body, request))]
+                [self.dead_letter(source, message, decoded_body(body, request))]
             )
             return _json({"error": message}, 400)
         except ValueError as exc:  # pydantic ValidationError
@@ -727,19 +731,19 @@ class Collector:
             200,
         )
 
-    def _site_for_server_key(self, request: web.Request) -> Site:
+    def _site_for_serverevent_key(self, request: web.Request) -> Site:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise EnvelopeError(401, "Authorization: Bearer <server key> is required")
         for site in self.rules.rules.sites:
-            if _same(token.strip(), site.server_key):
+            if same_key(token.strip(), site.server_key):
                 return site
         raise EnvelopeError(401, "Authorization: not a valid server key")
 
     def server_key_site(self, request: web.Request) -> Site | web.Response:
         """The site of the request's server key, or the ``401`` answer (read-only endpoints)."""
         try:
-            return self._site_for_server_key(request)
+            return self._site_for_serverevent_key(request)
         except EnvelopeError as exc:
             return _json({"error": exc.message}, exc.status, {"WWW-Authenticate": "Bearer"})
 
@@ -821,6 +825,14 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
+def _decode_envelope(body: bytes) -> object:
+    try:
+        # Whatever the Content-Type: the tag sends text/plain (no CORS preflight).
+        return codec.loads(body.removeprefix(UTF8_BOM))
+    except codec.JSONDecodeError as exc:
+        raise EnvelopeError(400, f"body is not valid JSON: {exc}") from exc
+
+
 def _redirect(url: str) -> web.Response:
     """The ``302`` of a click, as ``raise web.HTTPFound(url)`` answers it (``Location``
     normalised by yarl, the text ``302: Found``), made without the exception's costly setters."""
@@ -837,43 +849,6 @@ def _json(value: Any, status: int, headers: dict[str, str] | None = None) -> web
     return web.Response(
         body=codec.dumps(value), status=status, content_type="application/json", headers=headers
     )
-
-
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise EnvelopeError(
-            413, f"body: at most {limit // 1024} KiB, got {request.content_length} bytes"
-        )
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read(65536):
-        size += len(chunk)
-        if size > limit:
-            raise EnvelopeError(413, f"body: at most {limit // 1024} KiB")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _decoded(body: bytes | None, request: web.Request) -> Any:
-    if body is None:
-        return {"content_length": request.content_length}
-    try:
-        return codec.loads(body)
-    except codec.JSONDecodeError:
-        return body[:MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", errors="replace")
-
-
-def _key(value: dict[str, Any]) -> bytes:
-    key = value.get("anonymous_id") or value.get("contact_id") or value["event_id"]
-    return str(key).encode()
-
-
-def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
-def _origin_allowed(site: Site, origin: str) -> bool:
-    return not site.allowed_origins or "*" in site.allowed_origins or origin in site.allowed_origins
 
 
 def _claimed_site_id(token: str) -> str | None:

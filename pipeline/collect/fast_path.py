@@ -43,6 +43,7 @@ BOUNCE_TYPES = frozenset({"hard", "soft"})
 #: ``InboundEvent``'s text fields and their length limits.
 TEXT_LIMITS = {
     "anonymous_id": MAX_IDENTIFIER_LENGTH,
+    "user_id": MAX_IDENTIFIER_LENGTH,
     "url": MAX_URL_LENGTH,
     "referrer": MAX_URL_LENGTH,
     "title": MAX_VALUE_LENGTH,
@@ -111,10 +112,12 @@ def inbound_fields(raw: dict[str, Any]) -> dict[str, Any] | None:
         # any other key is ignored, as the model ignores it
     if fields["type"] is None:
         return None
-    anonymous_id = fields["anonymous_id"]
-    # The model strips whitespace first (and then applies the length limit): leave that to it.
-    if anonymous_id and (anonymous_id[0].isspace() or anonymous_id[-1].isspace()):
-        return None
+    # The model strips identifiers' whitespace first (and then applies the length limit): leave
+    # that to it.
+    for name in ("anonymous_id", "user_id"):
+        identifier = fields[name]
+        if identifier and (identifier[0].isspace() or identifier[-1].isspace()):
+            return None
     for name in MAP_FIELDS:
         if fields[name] is None:
             fields[name] = {}

@@ -20,7 +20,16 @@ from pydantic import ValidationError
 
 from pipeline.collect.fast_path import inbound_fields
 from pipeline.identity import email_rejection, is_garbage_identifier, new_id, normalize_email
-from pipeline.models.events import BROWSER_TYPES, SERVER_TYPES, InboundEvent, missing_fields
+from pipeline.models.events import (
+    BROWSER_TYPES,
+    SEGMENT_TYPES,
+    SERVER_TYPES,
+    InboundEvent,
+    missing_fields,
+)
+
+#: The scheme of a Segment ``screen``'s URL: ``app://<screen name>``.
+APP_URL = "app://"
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,31 @@ def describe_validation_error(exc: ValidationError, prefix: str) -> str:
     return "; ".join(parts)
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """What one HTTP API accepts of the event model: our own ``/v1/batch`` (``OURS``) or
+    Segment's tracking spec once translated (``SEGMENT``, ``pipeline.collect.segment_api``)."""
+
+    browser_types: frozenset[str]
+    server_types: frozenset[str]
+    #: A browser's event may name its person by ``user_id`` instead of ``anonymous_id``.
+    user_id_identifies: bool = False
+    #: An ``identify`` without an email is kept (Segment's identify of traits or a userId).
+    identify_without_email: bool = False
+    #: ``app://<screen>`` is a page_view's URL (Segment's ``screen``).
+    app_urls: bool = False
+
+
+OURS = Dialect(BROWSER_TYPES, SERVER_TYPES)
+SEGMENT = Dialect(
+    BROWSER_TYPES | SEGMENT_TYPES,
+    SERVER_TYPES | SEGMENT_TYPES,
+    user_id_identifies=True,
+    identify_without_email=True,
+    app_urls=True,
+)
+
+
 def validate_events(
     raw_events: list[Any],
     *,
@@ -62,56 +96,88 @@ def validate_events(
     ``anonymous_id`` is optional.
     """
     result = BatchResult()
-    allowed = SERVER_TYPES if trusted else BROWSER_TYPES
-    source = "server" if trusted else "browser"
     agent = user_agent[:512] if user_agent and not trusted else None
     for index, raw in enumerate(raw_events):
-        if not isinstance(raw, dict):
-            error = f"events[{index}]: expected a JSON object"
-            result.rejected.append(Rejection(index, error, raw))
-            continue
-        # The plain shape is checked by hand; anything else (and every error) by the model.
-        fields = inbound_fields(raw)
-        if fields is None:
-            try:
-                fields = InboundEvent.model_validate(raw).__dict__
-            except ValidationError as exc:
-                error = describe_validation_error(exc, f"events[{index}]")
-                result.rejected.append(Rejection(index, error, raw))
-                continue
-        url = fields["url"]
-        path = _http_path(url) if url is not None else None
-        problems = _problems(fields, trusted, allowed, url_ok=url is None or path is not None)
-        if problems:
-            prefix = f"events[{index}]"
-            error = "; ".join(f"{prefix}{problem}" for problem in problems)
-            result.rejected.append(Rejection(index, error, raw))
-            continue
-        result.accepted.append(normalise(fields, site_id, received_at, source, agent, path))
+        checked = validate_event(
+            index, raw, site_id=site_id, trusted=trusted, received_at=received_at, user_agent=agent
+        )
+        if type(checked) is Rejection:
+            result.rejected.append(checked)
+        else:
+            result.accepted.append(checked)  # type: ignore[arg-type]
     return result
 
 
-def _problems(
-    fields: dict[str, Any], trusted: bool, allowed: frozenset[str], url_ok: bool
-) -> list[str]:
+def validate_event(
+    index: int,
+    raw: Any,
+    *,
+    site_id: str,
+    trusted: bool,
+    received_at: datetime,
+    user_agent: str | None,
+    dialect: Dialect = OURS,
+) -> dict[str, Any] | Rejection:
+    """One event of a batch (``events[index]``): its ``ma.events`` value, or why not.
+    ``user_agent`` is the one to keep (browsers only, at most 512 characters)."""
+    if not isinstance(raw, dict):
+        return Rejection(index, f"events[{index}]: expected a JSON object", raw)
+    # The plain shape is checked by hand; anything else (and every error) by the model.
+    fields = inbound_fields(raw)
+    if fields is None:
+        try:
+            fields = InboundEvent.model_validate(raw).__dict__
+        except ValidationError as exc:
+            return Rejection(index, describe_validation_error(exc, f"events[{index}]"), raw)
+    url = fields["url"]
+    path = None
+    if url is not None:
+        path = _http_path(url)
+        if path is None and dialect.app_urls:
+            path = _app_path(url)
+    problems = _problems(fields, trusted, dialect, url_ok=url is None or path is not None)
+    if problems:
+        prefix = f"events[{index}]"
+        return Rejection(index, "; ".join(f"{prefix}{problem}" for problem in problems), raw)
+    source = "server" if trusted else "browser"
+    return normalise(fields, site_id, received_at, source, user_agent, path)
+
+
+def _problems(fields: dict[str, Any], trusted: bool, dialect: Dialect, url_ok: bool) -> list[str]:
     """What is wrong with a well-typed event for this key, each as ``.field: message``."""
     kind = fields["type"]
     missing = missing_fields(kind, fields)
+    if missing and kind == "identify" and dialect.identify_without_email:
+        missing = []
     problems = [f".{name}: {message}" for name, message in missing] if missing else []
+    allowed = dialect.server_types if trusted else dialect.browser_types
     if kind not in allowed:
-        who = "a server key" if kind in SERVER_TYPES else "the collector itself"
-        problems.append(f".type: {kind!r} may only be sent by {who}")
+        if kind in dialect.server_types:
+            problems.append(f".type: {kind!r} may only be sent by a server key")
+        elif kind in SEGMENT_TYPES:
+            problems.append(f".type: {kind!r} comes only from Segment's calls (/v1/{kind})")
+        else:
+            problems.append(f".type: {kind!r} may only be sent by the collector itself")
     if not trusted:
         if fields["contact_id"] is not None:
             problems.append(".contact_id: only accepted with a server key")
         if fields["anonymous_id"] is None:
-            problems.append(".anonymous_id: required from browsers (write key)")
+            if not dialect.user_id_identifies:
+                problems.append(".anonymous_id: required from browsers (write key)")
+            elif fields["user_id"] is None:
+                problems.append(".anonymous_id: give anonymousId or userId")
     elif (
-        fields["anonymous_id"] is None and fields["contact_id"] is None and fields["email"] is None
+        fields["anonymous_id"] is None
+        and fields["contact_id"] is None
+        and fields["email"] is None
+        and fields["user_id"] is None
     ):
-        problems.append(": give anonymous_id, contact_id or email")
+        problems.append(": give anonymous_id, contact_id, user_id or email")
     if not url_ok:
-        problems.append(".url: expected an absolute http(s) URL")
+        what = (
+            "an absolute http(s) or app:// URL" if dialect.app_urls else "an absolute http(s) URL"
+        )
+        problems.append(f".url: expected {what}")
     return problems
 
 
@@ -134,6 +200,10 @@ def normalise(
     if anonymous_id is not None and is_garbage_identifier(anonymous_id):
         notes.append(f"anonymous_id {anonymous_id!r} ignored: placeholder value")
         anonymous_id = None
+    user_id = fields["user_id"]
+    if user_id is not None and is_garbage_identifier(user_id):
+        notes.append(f"user_id {user_id!r} ignored: placeholder value")
+        user_id = None
     email = fields["email"]
     if email is not None:
         email = normalize_email(email)
@@ -155,6 +225,8 @@ def normalise(
         value["anonymous_id"] = anonymous_id
     if fields["contact_id"] is not None:
         value["contact_id"] = str(fields["contact_id"])
+    if user_id is not None:
+        value["user_id"] = user_id
     if email is not None:
         value["email"] = email
     if fields["url"] is not None:
@@ -182,6 +254,13 @@ def normalise(
     if fields["traits"]:
         value["traits"] = fields["traits"]
     return value
+
+
+def _app_path(url: str) -> str | None:
+    """``/<screen>`` of an ``app://<screen>`` URL (a Segment ``screen``), or ``None``."""
+    if not url.startswith(APP_URL) or len(url) == len(APP_URL) or any(c in url for c in "\t\r\n"):
+        return None
+    return "/" + url[len(APP_URL) :]
 
 
 def _is_http_url(url: str) -> bool:

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.identity import user_key
 from pipeline.models.types import (
     EmailText,
     Identifier,
@@ -33,6 +34,8 @@ EventType = Literal[
     "unsubscribe",
     "email_sent",
     "email_bounce",
+    "group",
+    "alias",
 ]
 #: Types a browser (write key) may send.
 BROWSER_TYPES = frozenset({"page_view", "custom", "form_submit", "identify"})
@@ -40,6 +43,10 @@ BROWSER_TYPES = frozenset({"page_view", "custom", "form_submit", "identify"})
 SERVER_TYPES = BROWSER_TYPES | {"email_sent", "email_bounce"}
 #: Types only the collector itself makes (from signed links).
 COLLECTOR_TYPES = frozenset({"email_click", "email_open", "unsubscribe"})
+#: Types only the Segment-compatible API makes (``pipeline.collect.segment_api``): a ``group``
+#: call (its ``traits`` become the caller's contact attributes) and an ``alias`` call (kept as
+#: an event, never merges contacts).
+SEGMENT_TYPES = frozenset({"group", "alias"})
 
 MAX_BATCH_EVENTS = 100
 MAX_BATCH_BYTES = 512 * 1024
@@ -58,6 +65,7 @@ class InboundEvent(BaseModel):
     event_id: UUID | None = None
     type: EventType
     anonymous_id: Identifier | None = None
+    user_id: Identifier | None = None
     ts: UtcDatetime | None = None
     url: UrlText | None = None
     referrer: UrlText | None = None
@@ -127,6 +135,12 @@ class Event(BaseModel):
     contact_id: str | None = Field(
         default=None, description="from a server key, or from a signed email token"
     )
+    user_id: str | None = Field(
+        default=None,
+        description="the site's own id of the person (Segment's userId): recorded as the "
+        "contact attribute user_id by an identify with an email; later calls with only a known "
+        "user_id are that contact's",
+    )
     email: str | None = Field(default=None, description="normalised (NFKC, trimmed, lower-case)")
     url: str | None = None
     path: str | None = None
@@ -146,5 +160,10 @@ class Event(BaseModel):
     )
 
     def key(self) -> str:
-        """The topic key: ``anonymous_id``, else ``contact_id``, else ``event_id``."""
-        return self.anonymous_id or self.contact_id or self.event_id
+        """The topic key: ``anonymous_id``, else ``contact_id``, else the ``user_id``'s key
+        (``pipeline.identity.user_key``), else ``event_id``."""
+        if self.anonymous_id or self.contact_id:
+            return self.anonymous_id or self.contact_id or ""
+        if self.user_id:
+            return user_key(self.site_id, self.user_id)
+        return self.event_id

@@ -3,7 +3,8 @@ contract: they change with the worker; JSON Schemas in ``schemas/json/x.*.schema
 
 - ``x.contact-work`` (stage 1 → stage 2, keyed by contact): what stage 2 applies in event-time
   order, and stage 1's watermarks (``pipeline.worker.order``).
-- ``x.cookie-commands`` (stage 2 → stage 1, keyed by cookie).
+- ``x.cookie-commands`` (stage 2 → stage 1, keyed by cookie; and between a cookie and the
+  user record of a ``user_id``, both in stage 1).
 - ``x.anonymous-events`` (stage 1 → the sink): events without a contact.
 
 Stage 1 stamps each ``x.contact-work`` record with ``src``: ``[ma.events partition, offset,
@@ -128,8 +129,39 @@ class Forget(_Message):
     contact_id: str
 
 
+class User(_Message):
+    """To a user record (key ``user:<site>:<user_id>``): an identify with an email said whom
+    this ``user_id`` names."""
+
+    k: Literal["user"]
+    contact_id: str
+    at: Millis
+
+
+class Whois(_Message):
+    """To a user record: the cookie ``aid`` sent a call with this ``user_id`` and no email."""
+
+    k: Literal["whois"]
+    aid: str
+    user_id: str
+    at: Millis
+    event_id: str
+
+
+class Link(_Message):
+    """To a cookie, from a user record: its ``user_id`` names ``contact_id``; evidence as an
+    identify is (reason ``user_id``)."""
+
+    k: Literal["link"]
+    aid: str
+    user_id: str
+    contact_id: str
+    at: Millis
+    event_id: str
+
+
 class CookieCommand(RootModel[object]):
-    root: Annotated[Unlink | Forget, Field(discriminator="k")]
+    root: Annotated[Unlink | Forget | User | Whois | Link, Field(discriminator="k")]
 
 
 class AnonymousEvent(RootModel[object]):

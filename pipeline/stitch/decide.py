@@ -39,15 +39,21 @@ class Cookie:
     ever_linked: bool = False  # its anonymous history went to its first contact
     relinks: list[int] = field(default_factory=list)  # epoch ms of recent re-links
     flagged: bool = False  # a kiosk: never linked again
+    #: The ``user_id`` whose contact the cookie is linked to by a ``user_id`` call (stage 1
+    #: need not ask who it is again), None once other evidence moved the cookie.
+    user_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "contact_id": self.contact_id,
             "linked_at": self.linked_at,
             "ever_linked": self.ever_linked,
             "relinks": self.relinks,
             "flagged": self.flagged,
         }
+        if self.user_id is not None:
+            data["user_id"] = self.user_id
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Cookie:
@@ -59,6 +65,7 @@ class Cookie:
             ever_linked=bool(data.get("ever_linked")),
             relinks=list(data.get("relinks") or ()),
             flagged=bool(data.get("flagged")),
+            user_id=data.get("user_id"),
         )
 
 
@@ -96,10 +103,18 @@ def evidence_for(event: dict[str, Any]) -> str | None:
     return None
 
 
-def decide(cookie: Cookie, event: dict[str, Any], rules: Identity, at_ms: int) -> Decision:
-    """Decide, and apply to ``cookie``, what ``event`` does to its identity."""
+def decide(
+    cookie: Cookie,
+    event: dict[str, Any],
+    rules: Identity,
+    at_ms: int,
+    claimed: str | None = None,
+) -> Decision:
+    """Decide, and apply to ``cookie``, what ``event`` does to its identity. ``claimed`` is
+    evidence found elsewhere (a ``user_id``'s contact, stage 1's user record): it counts as an
+    ``identify`` would, with ``event["type"]`` as the reason."""
     current = cookie.contact_id
-    claimed = evidence_for(event)
+    claimed = claimed or evidence_for(event)
     kind = event.get("type")
     # Whom the event belongs to: the person its evidence names (a click counts for its token's
     # contact, a form for whoever typed the email), else the contact a server event names, else
@@ -108,11 +123,13 @@ def decide(cookie: Cookie, event: dict[str, Any], rules: Identity, at_ms: int) -
     if claimed is None or cookie.flagged or claimed == current:
         return Decision("none", attributed, current)
     if current is None:
+        cookie.user_id = None
         first = not cookie.ever_linked
         cookie.contact_id, cookie.linked_at, cookie.ever_linked = claimed, at_ms, True
         return Decision("link", claimed, claimed, None, str(kind), first_link=first)
     if kind == "email_click":  # a forwarded mail: the click counts, the cookie stays
         return Decision("none", claimed, current)
+    cookie.user_id = None
     period_ms = int(rules.relink_period.total_seconds() * 1000)
     cookie.relinks = [t for t in cookie.relinks if at_ms - t < period_ms] + [at_ms]
     if len(cookie.relinks) > rules.max_relinks:

@@ -28,10 +28,10 @@ from typing import Any
 
 from pipeline.clock import from_millis, to_millis
 from pipeline.contacts.merge import ContactState, apply_update, set_consent
-from pipeline.identity import is_garbage_identifier
+from pipeline.identity import is_garbage_identifier, user_key
 from pipeline.rules.models import Rules
 from pipeline.score.profile import Profile, ScoreDelta, absorb, score_attributes, score_event
-from pipeline.stitch.decide import Cookie, evidence_for
+from pipeline.stitch.decide import Cookie, Decision, evidence_for
 from pipeline.stitch.decide import decide as decide_identity
 from pipeline.topics import ANONYMOUS_EVENTS, CONTACT_WORK, COOKIE_COMMANDS
 from pipeline.trigger.decide import (
@@ -219,12 +219,39 @@ def cookie_step(
     if aid is None:  # a server event or a garbage cookie: no identity to decide
         contact_id = event.get("contact_id") or evidence_for(event)
         resolved = {**event, "contact_id": contact_id, "pre_identification": False}
-        outs += _contact_update_from_form(event)
+        outs += _contact_update_from_form(event, contact_id)
         outs.append(_forward(resolved, contact_id or event_id))
         return outs
     cookie = record.cookie
     was_unlinked_forever = not cookie.ever_linked
     decision = decide_identity(cookie, event, rules.identity, at)
+    outs += _identity_outs(record, decision, aid, event_id, at, counters, form=event)
+    outs += _ask_user(record, event, aid, at)
+    contact_id = decision.contact_id
+    resolved = {
+        **event,
+        "contact_id": contact_id,
+        "pre_identification": contact_id is None and was_unlinked_forever,
+    }
+    if contact_id is None and not event.get("automated"):
+        outs += _anonymous_scoring(record, resolved, rules, aid, at, counters)
+    outs.append(_forward(resolved, contact_id or aid))
+    return outs
+
+
+def _identity_outs(
+    record: CookieRecord,
+    decision: Decision,
+    aid: str,
+    event_id: str,
+    at: int,
+    counters: Counters,
+    form: dict[str, Any] | None = None,
+) -> list[Out]:
+    """What an identity decision on cookie ``aid`` sends: its ``ma.identities`` record, the
+    notices to the contacts it left and joined, a form's traits (``form``), then on a first
+    link the cookie's anonymous history (which the record then no longer holds)."""
+    outs: list[Out] = []
     if decision.action != "none":
         counters.add(f"identity_{decision.action}")
         outs.append(
@@ -254,7 +281,8 @@ def cookie_step(
                 Out(CONTACT_WORK, decision.cookie_contact_id, {"k": "linked", "aid": aid, "at": at})
             )
     # a form's traits (consent, title) count before the history it brings in
-    outs += _contact_update_from_form(event)
+    if form is not None:
+        outs += _contact_update_from_form(form, decision.contact_id)
     if decision.first_link:
         outs.append(
             Out(
@@ -272,16 +300,55 @@ def cookie_step(
         )
         record.profile = Profile(seen=record.profile.seen)
         record.triggers = TriggerState()
-    contact_id = decision.contact_id
-    resolved = {
-        **event,
-        "contact_id": contact_id,
-        "pre_identification": contact_id is None and was_unlinked_forever,
-    }
-    if contact_id is None and not event.get("automated"):
-        outs += _anonymous_scoring(record, resolved, rules, aid, at, counters)
-    outs.append(_forward(resolved, contact_id or aid))
     return outs
+
+
+def _ask_user(record: CookieRecord, event: dict[str, Any], aid: str, at: int) -> list[Out]:
+    """A cookie's event that carries a ``user_id``: tell the user record (stage 1, keyed by
+    ``user_key``) whom its email names, or ask it whom the ``user_id`` names (it answers with
+    a ``link`` command when it knows; ``cookie_command``)."""
+    user_id = event.get("user_id")
+    if not user_id:
+        return []
+    key = user_key(event["site_id"], user_id)
+    claimed = evidence_for(event)
+    if claimed is not None:
+        return [Out(COOKIE_COMMANDS, key, {"k": "user", "contact_id": claimed, "at": at})]
+    cookie = record.cookie
+    if cookie.flagged or (cookie.user_id == user_id and cookie.contact_id is not None):
+        return []
+    ask = {"k": "whois", "aid": aid, "user_id": user_id, "at": at, "event_id": event["event_id"]}
+    return [Out(COOKIE_COMMANDS, key, ask)]
+
+
+def user_step(
+    record: CookieRecord, event: dict[str, Any], key: str, counters: Counters | None = None
+) -> list[Out]:
+    """Stage 1 for a call that names its person only by ``user_id`` (no cookie; keyed by
+    ``user_key``): the user record says whose it is, or it stays anonymous (kept, links
+    nothing). An identify with an email teaches the record that contact."""
+    counters = counters or Counters()
+    if not record.profile.remember(str(event["event_id"])):
+        counters.add("duplicates")
+        return []
+    claimed = evidence_for(event)
+    if claimed is not None:
+        record.cookie.contact_id = claimed
+    contact_id = event.get("contact_id") or claimed or record.cookie.contact_id
+    resolved = {**event, "contact_id": contact_id, "pre_identification": False}
+    return [*_contact_update_from_form(event, contact_id), _forward(resolved, contact_id or key)]
+
+
+def state_key(event: dict[str, Any]) -> str | None:
+    """The stage-1 state an ``ma.events`` value belongs to: its cookie, else (a call with only
+    a ``user_id``) its user record, else none."""
+    aid: str | None = event.get("anonymous_id")
+    if aid is not None:
+        return aid
+    user_id = event.get("user_id")
+    if user_id and not event.get("contact_id"):
+        return user_key(event["site_id"], user_id)
+    return None
 
 
 def _forward(resolved: dict[str, Any], key: str) -> Out:
@@ -310,25 +377,33 @@ def _anonymous_scoring(
     return _score_out(deltas, None, aid, at) + _trigger_out(outcome, subject, counters)
 
 
-def _contact_update_from_form(event: dict[str, Any]) -> list[Out]:
-    """Form fields and identify traits become contact attributes (source ``form``/``identify``):
-    a hand-over to stage 2, and the record of it on ``ma.contact-updates``."""
-    if event.get("type") not in ("form_submit", "identify"):
+def _contact_update_from_form(event: dict[str, Any], attributed: str | None = None) -> list[Out]:
+    """Form fields, identify traits and a group's company become contact attributes (source
+    ``form``/``identify``): a hand-over to stage 2, and the record of it on
+    ``ma.contact-updates``. A form or identify with an email is for that email's contact; an
+    identify without one (Segment's) and a group are for the contact the event is
+    ``attributed`` to, if any."""
+    kind = event.get("type")
+    if kind not in ("form_submit", "identify", "group"):
         return []
     contact_id = evidence_for(event)
-    if contact_id is None:
+    if contact_id is None and kind != "form_submit":
+        contact_id = attributed
+    if contact_id is None or not (event.get("email") or event.get("traits")):
         return []
     traits = dict(event.get("traits") or {})
     consent = traits.pop("consent_email", None)
+    email = event.get("email")
     update: dict[str, Any] = {
         "contact_id": contact_id,
         "op": "upsert",
-        "source": "form" if event["type"] == "form_submit" else "identify",
-        "email": event["email"],
+        "source": "form" if kind == "form_submit" else "identify",
         "attributes": traits,
         "received_at": event["received_at"],
         "event_id": event["event_id"],
     }
+    if email:
+        update["email"] = email
     if isinstance(consent, bool) or consent in (
         "true",
         "on",
@@ -691,14 +766,40 @@ def due_step(
     return _trigger_out(outcome, subject, counters)
 
 
-def cookie_command(record: CookieRecord, command: dict[str, Any]) -> None:
-    """Stage 1 for a ``cookie-commands`` message (from stage 2)."""
-    if command.get("k") == "unlink" and record.cookie.contact_id == command.get("contact_id"):
-        record.cookie.contact_id = None
-        record.cookie.linked_at = None
-    elif command.get("k") == "forget":
+def cookie_command(
+    record: CookieRecord,
+    command: dict[str, Any],
+    key: str,
+    rules: Rules,
+    counters: Counters | None = None,
+) -> list[Out]:
+    """Stage 1 for a ``cookie-commands`` message to the cookie (or user record) ``key``: from
+    stage 2 (``unlink``, ``forget``), or between cookies and user records (``user``: whom a
+    ``user_id`` names; ``whois``: a cookie asks; ``link``: the answer, evidence as an
+    ``identify`` is)."""
+    counters = counters or Counters()
+    kind = command.get("k")
+    cookie = record.cookie
+    if kind == "unlink" and cookie.contact_id == command.get("contact_id"):
+        cookie.contact_id = None
+        cookie.linked_at = None
+        cookie.user_id = None
+    elif kind == "forget":
         # The person was erased: this cookie forgets them and is never linked again, so its
         # later events stay anonymous instead of re-attaching to anyone.
         record.cookie = Cookie(flagged=True, ever_linked=True)
         record.profile = Profile(seen=record.profile.seen)
         record.triggers = TriggerState()
+    elif kind == "user":
+        cookie.contact_id = command["contact_id"]
+    elif kind == "whois" and cookie.contact_id is not None and not cookie.flagged:
+        answer = {**command, "k": "link", "contact_id": cookie.contact_id}
+        return [Out(COOKIE_COMMANDS, command["aid"], answer)]
+    elif kind == "link":
+        at = int(command["at"])
+        claimed = command["contact_id"]
+        decision = decide_identity(cookie, {"type": "user_id"}, rules.identity, at, claimed)
+        if decision.cookie_contact_id == claimed:
+            cookie.user_id = command["user_id"]
+        return _identity_outs(record, decision, key, str(command["event_id"]), at, counters)
+    return []

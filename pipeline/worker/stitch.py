@@ -18,6 +18,7 @@ from typing import Any
 
 from pipeline import codec
 from pipeline.clock import to_millis
+from pipeline.identity import is_user_key
 from pipeline.topics import CONTACT_WORK, COOKIE_COMMANDS
 from pipeline.worker.commit import Ack, Stage, State
 from pipeline.worker.order import NEVER
@@ -32,6 +33,8 @@ from pipeline.worker.steps import (
     due_step,
     event_time,
     stamp,
+    state_key,
+    user_step,
 )
 
 STAGE = "stitch"
@@ -92,9 +95,12 @@ class StitchStage(Stage):
                             pending,
                         )
                     else:
-                        cookie_command(record, value)
+                        # a source of its own for stage 2's replay check (ma.events has >= 0)
+                        source = -1 - message.partition
+                        outs = cookie_command(record, value, key, rules, counters)
+                        out.emit(stamp(outs, source, message.offset), pending)
                     continue
-                aid = check_event(value).get("anonymous_id")
+                aid = state_key(check_event(value))
                 here = (message.partition, message.offset)
                 self._seen[message.partition] = (
                     max(self._seen.get(message.partition, (NEVER, -1))[0], event_time(value)),
@@ -112,7 +118,11 @@ class StitchStage(Stage):
                 ):
                     counters.add("replayed")
                     continue
-                out.emit(stamp(cookie_step(record, value, rules, counters), *here), pending)
+                if is_user_key(aid):
+                    outs = user_step(record, value, aid, counters)
+                else:
+                    outs = cookie_step(record, value, rules, counters)
+                out.emit(stamp(outs, *here), pending)
             except Exception as exc:
                 out.dead_letter("worker:stitch", exc, message.value, pending)
         out.emit(self.watermarks(), pending)  # after the hand-overs they cover

@@ -259,8 +259,8 @@ def test_rejections_still_carry_the_models_messages() -> None:
         "events[0].url: required for page_view",
         "events[1].ts: expected an ISO-8601 time or epoch milliseconds, got a boolean",
         "events[2].type: unknown event type 'nonsense'; input should be 'page_view', 'custom', "
-        "'form_submit', 'identify', 'email_click', 'email_open', 'unsubscribe', 'email_sent' "
-        "or 'email_bounce'",
+        "'form_submit', 'identify', 'email_click', 'email_open', 'unsubscribe', 'email_sent', "
+        "'email_bounce', 'group' or 'alias'",
         "events[3].url: expected an absolute http(s) URL",
         "events[4].event_id: Input should be a valid UUID, invalid character: found `n` at 0",
     ]

@@ -875,7 +875,7 @@ def test_evicted_cookie_is_unlinked_in_stage_one_and_relinks_without_history() -
 def test_cookie_command_unlinks_when_the_contact_matches() -> None:
     record = CookieRecord()
     cookie_step(record, click(A, T0, anonymous_id=COOKIE), RULES)
-    cookie_command(record, {"k": "unlink", "contact_id": A})
+    cookie_command(record, {"k": "unlink", "contact_id": A}, COOKIE, RULES)
     assert (record.cookie.contact_id, record.cookie.linked_at) == (None, None)
     assert record.cookie.ever_linked
 
@@ -883,21 +883,21 @@ def test_cookie_command_unlinks_when_the_contact_matches() -> None:
 def test_cookie_command_for_another_contact_is_ignored() -> None:
     record = CookieRecord()
     cookie_step(record, click(A, T0, anonymous_id=COOKIE), RULES)
-    cookie_command(record, {"k": "unlink", "contact_id": B})
+    cookie_command(record, {"k": "unlink", "contact_id": B}, COOKIE, RULES)
     assert record.cookie.contact_id == A
 
 
 def test_unknown_cookie_command_is_ignored() -> None:
     record = CookieRecord()
     cookie_step(record, click(A, T0, anonymous_id=COOKIE), RULES)
-    cookie_command(record, {"k": "explode", "contact_id": A})
+    cookie_command(record, {"k": "explode", "contact_id": A}, COOKIE, RULES)
     assert record.cookie.contact_id == A
 
 
 def test_events_after_an_unlink_are_anonymous_but_not_pre_identification() -> None:
     record = CookieRecord()
     cookie_step(record, click(A, T0, anonymous_id=COOKIE), RULES)
-    cookie_command(record, {"k": "unlink", "contact_id": A})
+    cookie_command(record, {"k": "unlink", "contact_id": A}, COOKIE, RULES)
     outs = cookie_step(record, page_view("/pricing", T0 + 1, anonymous_id=COOKIE), RULES)
     (work,) = [o.value for o in outs if o.topic == ANONYMOUS_EVENTS]
     assert work is not None
