@@ -73,6 +73,33 @@ def browser_events(n: int, *, seed: int) -> list[dict[str, Any]]:
     return events
 
 
+_SEGMENT_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0.0.0 Safari/537.36"
+
+
+def segment_calls(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``browser_events`` as analytics.js sends them (Segment's spec): page, track, identify."""
+    calls = []
+    for event in events:
+        call: dict[str, Any] = {
+            "messageId": event["event_id"],
+            "anonymousId": event["anonymous_id"],
+            "timestamp": datetime.fromtimestamp(event["ts"] / 1000, UTC).isoformat(),
+            "context": {"userAgent": _SEGMENT_UA, "library": {"name": "analytics.js"}},
+        }
+        if event["type"] == "page_view":
+            page = {"url": event["url"], "title": event["title"]}
+            if event.get("referrer"):
+                page["referrer"] = event["referrer"]
+            call.update(type="page", properties=page)
+            call["context"]["page"] = page
+        elif event["type"] == "custom":
+            call.update(type="track", event=event["name"], properties=event["properties"])
+        else:
+            call.update(type="identify", traits={"email": event["email"], **event["traits"]})
+        calls.append(call)
+    return calls
+
+
 def worker_events(
     n: int, *, seed: int, cookies: int | None = None, end: datetime | None = None
 ) -> list[dict[str, Any]]:

@@ -71,7 +71,8 @@ MAX_CALL_BYTES = 32 * 1024
 RETRY_AFTER = "5"
 _CORS_PREFLIGHT = {
     "Access-Control-Allow-Methods": "POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Authorization",
+    # analytics.js sends its key as Basic auth, and X-Retry-Count when it retries
+    "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Retry-Count",
     "Access-Control-Max-Age": "86400",
 }
 

@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 2_000
 BATCH_WITHIN = 0.02  # seconds a batch waits to fill: throughput vs POST→trigger latency
-DUE_EVERY = 0.25  # seconds between two looks for due delayed triggers and held records
+DUE_EVERY = 0.05  # seconds between two looks for due delayed triggers and held records
 
 
 class Worker:

@@ -252,3 +252,28 @@ async def test_a_write_key_from_a_page_not_allowed_is_refused(
     assert status == 400 and answer["code"] == "invalid_origin"
     status, answer = await post(collector, "/v1/track", call, headers={"Origin": ORIGIN})
     assert (status, answer) == (200, {"success": True})
+
+
+async def test_analytics_js_preflight_allows_its_headers(collector: RunningCollector) -> None:
+    headers = {
+        "Origin": ORIGIN,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type,x-retry-count",
+    }
+    async with collector.http.options(f"{collector.url}/v1/t", headers=headers) as response:
+        assert response.status == 204
+        assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+        allowed = response.headers["Access-Control-Allow-Headers"].lower()
+    assert {"authorization", "content-type", "x-retry-count"} <= {
+        h.strip() for h in allowed.split(",")
+    }
+
+
+async def test_over_the_sites_rate_is_429_in_segments_shape(collector: RunningCollector) -> None:
+    collector.use_rules(
+        ("rate_limit: {per_second: 50, burst: 200}", "rate_limit: {per_second: 0.01, burst: 1}")
+    )
+    call = {"type": "track", "anonymousId": AID, "event": "x"}
+    assert await post(collector, "/v1/track", call) == (200, {"success": True})
+    status, answer = await post(collector, "/v1/track", call)
+    assert status == 429 and answer["code"] == "rate_limited"
