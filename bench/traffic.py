@@ -83,7 +83,10 @@ def segment_calls(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         call: dict[str, Any] = {
             "messageId": event["event_id"],
             "anonymousId": event["anonymous_id"],
-            "timestamp": datetime.fromtimestamp(event["ts"] / 1000, UTC).isoformat(),
+            # as analytics.js writes it (Date.toISOString)
+            "timestamp": datetime.fromtimestamp(event["ts"] / 1000, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "context": {"userAgent": _SEGMENT_UA, "library": {"name": "analytics.js"}},
         }
         if event["type"] == "page_view":

@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, get_args
 
 from pydantic import TypeAdapter, ValidationError
@@ -68,6 +68,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # longer texts are no time, and left to the model.
 _TIME = TypeAdapter(UtcDatetime)
 MAX_TIME_TEXT = 64
+#: ISO-8601 in UTC as JavaScript's ``toISOString`` and the SDKs write it, which
+#: ``datetime.fromisoformat`` reads as the model does (pinned by test_fast_path).
+_PLAIN_UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z")
 
 
 def inbound_fields(raw: dict[str, Any]) -> dict[str, Any] | None:
@@ -131,6 +134,11 @@ def _utc_time(value: object) -> datetime | None:
             return None
         return from_millis(value)
     if type(value) is str and len(value) <= MAX_TIME_TEXT:
+        if _PLAIN_UTC_TIME.fullmatch(value):  # what SDKs send (toISOString): 3x cheaper
+            try:
+                return datetime.fromisoformat(value).astimezone(UTC)
+            except ValueError:
+                pass  # e.g. month 13: the model says what is wrong
         try:
             return _TIME.validate_python(value)
         except ValidationError:

@@ -296,3 +296,23 @@ url_parts = st.sampled_from([*URL_PARTS.split(), " https://", "\t", "\n", " "])
 def test_http_paths_are_urlsplits(url: str) -> None:
     assert validation._http_path(url) == reference_http_path(url)
     assert validation._is_http_url(url) == (reference_http_path(url) is not None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-03-02T09:00:00.000Z",  # Date.toISOString(), what Segment's SDKs send
+        "2026-03-02T09:00:00Z",
+        "2026-03-02T09:00:00.5Z",
+        "2026-03-02T09:00:00.123456Z",
+        "2026-13-02T09:00:00Z",
+        "2026-02-30T00:00:00Z",
+        "0000-01-01T00:00:00Z",
+        "2026-03-02T23:59:60Z",
+        "2026-03-02T24:00:00Z",
+    ],
+)
+def test_utc_times_as_sdks_write_them_read_as_the_model_reads_them(text: str) -> None:
+    raw = {"type": "custom", "name": "x", "anonymous_id": AID, "ts": text}
+    fast, slow = both_paths([raw], trusted=False)
+    assert fast == slow
