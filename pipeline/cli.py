@@ -348,6 +348,46 @@ def rules_check(ctx: click.Context, file: Path | None) -> None:
     }
     listed = ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for what, n in counts.items())
     click.echo(f"{path}: ok ({listed})")
+    for line in loaded.keyring.disabled:
+        click.echo(f"{path}: warning: {line}", err=True)
+
+
+# -- keys --------------------------------------------------------------------------------------
+@main.group()
+def keys() -> None:
+    """Keys for backends and operators (the rules file's keys:)."""
+
+
+@keys.command("new")
+@click.option("--id", "key_id", default="my-key", show_default=True, help="the key's id")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    help="ingest:<site>, contacts:write, segments:read, profiles:read or console (repeatable)",
+)
+def keys_new(key_id: str, scopes: tuple[str, ...]) -> None:
+    """Make a random secret; print it once, and the entry for the rules file (its hash only)."""
+    from pydantic import ValidationError
+
+    from pipeline.rules.keys import new_secret
+    from pipeline.rules.models import ApiKey
+
+    secret, digest = new_secret()
+    try:
+        ApiKey(id=key_id, sha256=digest, scopes=list(scopes))
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise click.ClickException(
+            f"{where}: {problem['msg'].removeprefix('Value error, ')}"
+        ) from None
+    click.echo(f"secret (shown once; give it to the caller): {secret}")
+    click.echo("add to the rules file under keys:")
+    click.echo(f"  - id: {key_id}")
+    click.echo(f"    sha256: {digest}")
+    click.echo(f"    scopes: [{', '.join(scopes)}]")
 
 
 @main.command()
@@ -631,16 +671,26 @@ def forget(ctx: click.Context, email: str, wait: bool, timeout: float) -> None:
 @main.command()
 @click.option("--visitors", default=200, show_default=True, help="synthetic visitors to send")
 @click.option("--seed", default=1, show_default=True)
+@click.option(
+    "--crm-key",
+    envvar="MA_DEMO_CRM_KEY",
+    default=None,
+    help="a key with contacts:write for the CRM sync  [default: the example rules' crm-sync]",
+)
 @click.pass_context
-def demo(ctx: click.Context, visitors: int, seed: int) -> None:
+def demo(ctx: click.Context, visitors: int, seed: int, crm_key: str | None) -> None:
     """Send realistic synthetic traffic to the running pipeline and print a summary."""
-    from pipeline.demo import run_demo
+    from pipeline.demo import EXAMPLE_CRM_KEY, run_demo
     from pipeline.rules import RulesError, load_rules
 
     settings = _settings(ctx)
     try:
         rules = load_rules(settings.config)
-        summary = _run(run_demo(settings, rules, visitors=visitors, seed=seed))
+        summary = _run(
+            run_demo(
+                settings, rules, visitors=visitors, seed=seed, crm_key=crm_key or EXAMPLE_CRM_KEY
+            )
+        )
     except (RulesError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:

@@ -35,6 +35,9 @@ PAGES = [
     ("/careers", 1),
     ("/about", 2),
 ]
+#: The secret of the ``crm-sync`` key of ``config/rules.yaml`` (scopes contacts:write and
+#: segments:read): an example, known to everyone; a deployment lists keys of its own.
+EXAMPLE_CRM_KEY = "mak_example_crm_sync_change_me"
 TITLES = ["Marketing Manager", "CTO", "Developer", "Head of Growth", "Sales Director", "Analyst"]
 DEPARTMENTS = ["marketing", "engineering", "sales", "finance"]
 BROWSER = (
@@ -59,7 +62,13 @@ def _weighted(rng: random.Random) -> str:
     return rng.choices(paths, weights)[0]
 
 
-async def run_demo(settings: Settings, rules: Rules, visitors: int = 200, seed: int = 1) -> Summary:
+async def run_demo(
+    settings: Settings,
+    rules: Rules,
+    visitors: int = 200,
+    seed: int = 1,
+    crm_key: str = EXAMPLE_CRM_KEY,
+) -> Summary:
     """Send the traffic and gather the summary."""
     rng = random.Random(seed)
     site = rules.sites[0] if rules.sites else None
@@ -86,13 +95,18 @@ async def run_demo(settings: Settings, rules: Rules, visitors: int = 200, seed: 
             for email in people[: len(people) // 2]
         ]
         for start in range(0, len(crm), 500):
-            await _post(
+            status = await _post(
                 http,
                 f"{base}/v1/contacts",
                 {"source": "crm", "contacts": crm[start : start + 500]},
-                {"Authorization": f"Bearer {site.server_key}"},
+                {"Authorization": f"Bearer {crm_key}"},
                 summary,
             )
+            if status in (401, 403):
+                raise ValueError(
+                    f"the collector refused the CRM sync ({status}): give the demo a key with "
+                    "the contacts:write scope (--crm-key or MA_DEMO_CRM_KEY)"
+                )
         summary.contacts_synced = len(crm)
         sem = asyncio.Semaphore(16)
 
@@ -186,7 +200,7 @@ async def _visit(
 
 async def _post(
     http: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str], summary: Summary
-) -> None:
+) -> int:
     async with http.post(url, json=body, headers={"User-Agent": BROWSER, **headers}) as response:
         summary.requests += 1
         if response.status == 200:
@@ -195,6 +209,7 @@ async def _post(
             summary.rejected += len(answer.get("rejected", []))
         else:
             summary.rejected += 1
+        return response.status
 
 
 async def _figures(settings: Settings) -> dict[str, Any]:

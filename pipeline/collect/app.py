@@ -47,6 +47,7 @@ from pipeline.collect.http import (
     event_key,
     origin_allowed,
     read_limited,
+    require,
     same_key,
 )
 from pipeline.collect.metrics import CollectorMetrics
@@ -75,6 +76,8 @@ from pipeline.models.contacts import ContactsRequest, ContactUpsert
 from pipeline.models.dead_letter import dead_letter_value
 from pipeline.models.events import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
 from pipeline.rules import RulesWatcher, Site
+from pipeline.rules.keys import Credential
+from pipeline.rules.models import CONTACTS_WRITE, INGEST, PROFILES_READ
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -134,7 +137,7 @@ class Collector:
         app.router.add_post("/u/{token}", self.unsubscribe)
         app.router.add_post("/v1/contacts", self.contacts)
         app.router.add_get("/v1/profile", self.profile)
-        SegmentEndpoints(self.settings, self.rules, self.server_key_site).add_routes(app)
+        SegmentEndpoints(self.settings, self.rules, self.authorize).add_routes(app)
         self.segment_api.add_routes(app)
         app.router.add_route("OPTIONS", "/v1/profile", self.preflight)
         app.router.add_get("/healthz", self.healthz)
@@ -153,6 +156,7 @@ class Collector:
             await asyncio.wait_for(asyncio.shield(connecting), CONNECT_WAIT)
         if not connecting.done():
             log.warning("serving before the broker %s answers", self.settings.bootstrap)
+        self._warn_disabled_keys()
         self._background.append(asyncio.create_task(self._watch_rules()))
         self._background.append(asyncio.create_task(self._drain_spool()))
         await self.profiles.start()
@@ -193,9 +197,14 @@ class Collector:
         while True:
             await asyncio.sleep(1)
             refusals = self.rules.refusals
-            self.rules.poll()
+            if self.rules.poll():
+                self._warn_disabled_keys()
             if self.rules.refusals > refusals:
                 self.metrics.rules_refused.inc()
+
+    def _warn_disabled_keys(self) -> None:
+        for line in self.rules.rules.keyring.disabled:
+            log.warning("%s", line)
 
     @web.middleware
     async def _observe(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -430,14 +439,17 @@ class Collector:
         return events, site, trusted
 
     def _authenticate(self, request: web.Request, site: Site, write_key: object) -> bool:
-        """True for a valid server key, False for a valid write key; EnvelopeError otherwise."""
+        """True for a key with ``ingest:<site>``, False for the site's write key; EnvelopeError
+        otherwise (400 for no such key, 403 for a key without that scope)."""
         authorization = request.headers.get("Authorization", "")
         if authorization:
             scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not same_key(token.strip(), site.server_key):
+            credential = self.identify(token) if scheme.lower() == "bearer" else None
+            if credential is None:
                 raise EnvelopeError(
                     400, f"Authorization: not a valid server key for site {site.id!r}"
                 )
+            require(credential, INGEST + site.id)
             return True
         if not isinstance(write_key, str) or not same_key(write_key, site.write_key):
             raise EnvelopeError(400, f"write_key: missing or wrong for site {site.id!r}")
@@ -651,12 +663,12 @@ class Collector:
         source = "collector:/v1/contacts"
         try:
             body = await read_limited(request, MAX_CONTACTS_BYTES)
-            site = self._site_for_serverevent_key(request)
+            credential = self.bearer(request, CONTACTS_WRITE)
             raw = codec.loads(body)
             envelope = ContactsRequest.model_validate(raw)
         except EnvelopeError as exc:
             await self.deliver_best_effort([self.dead_letter(source, exc.message, None)])
-            return _json({"error": exc.message}, exc.status)
+            return _json({"error": exc.message}, exc.status, _challenge(exc.status))
         except codec.JSONDecodeError as exc:
             message = f"body is not valid JSON: {exc}"
             await self.deliver_best_effort(
@@ -709,7 +721,7 @@ class Collector:
                 "crm_id": contact.crm_id,
                 "created_at": contact.created_at,
                 "received_at": now,
-                "site_id": site.id,
+                "site_id": credential.site,
             }
             update = {k: v for k, v in update.items() if v is not None}
             records.append((self.contact_updates_topic, contact_id.encode(), codec.dumps(update)))
@@ -731,28 +743,54 @@ class Collector:
             200,
         )
 
-    def _site_for_serverevent_key(self, request: web.Request) -> Site:
+    def identify(self, secret: str) -> Credential | None:
+        """The key (of ``keys:`` or a site's server key) this secret is, counted by its id."""
+        credential = self.rules.rules.keyring.identify(secret.strip())
+        if credential is not None:
+            self.metrics.count_key_use(credential.id)
+        return credential
+
+    def bearer(self, request: web.Request, scope: str) -> Credential:
+        """The ``Authorization: Bearer`` key of the request if it holds ``scope``; else
+        EnvelopeError 401 (no key, or not one of ours) or 403 (naming the scope)."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise EnvelopeError(401, "Authorization: Bearer <server key> is required")
-        for site in self.rules.rules.sites:
-            if same_key(token.strip(), site.server_key):
-                return site
-        raise EnvelopeError(401, "Authorization: not a valid server key")
+        credential = self.identify(token)
+        if credential is None:
+            raise EnvelopeError(401, "Authorization: not a valid server key")
+        require(credential, scope)
+        return credential
 
-    def server_key_site(self, request: web.Request) -> Site | web.Response:
-        """The site of the request's server key, or the ``401`` answer (read-only endpoints)."""
+    async def authorize(self, request: web.Request, scope: str) -> Credential | web.Response:
+        """For read endpoints: the request's key holding ``scope``, or the 401/403 answer
+        (its dead letter sent)."""
         try:
-            return self._site_for_serverevent_key(request)
+            return self.bearer(request, scope)
         except EnvelopeError as exc:
-            return _json({"error": exc.message}, exc.status, {"WWW-Authenticate": "Bearer"})
+            letter = self.dead_letter(f"collector:{request.path}", exc.message, None)
+            await self.deliver_best_effort([letter])
+            return _json({"error": exc.message}, exc.status, _challenge(exc.status))
 
     async def profile(self, request: web.Request) -> web.Response:
         """``GET /v1/profile?aid=``: segments and active web triggers of a cookie (no PII)."""
         cors = self.cors_headers(request, None)
+        if request.headers.get("Authorization"):  # a backend's call: its key needs the scope
+            credential = await self.authorize(request, PROFILES_READ)
+            if isinstance(credential, web.Response):
+                return credential
         aid = request.query.get("aid") or self.cookie_aid(request) or ""
         if not aid or is_garbage_identifier(aid) or len(aid) > 128:
             return _json({"error": "aid: required (the ma_aid cookie value)"}, 400, cors)
+        if not _PROFILE_ID.fullmatch(aid):
+            return _json(
+                {
+                    "error": "aid: not a cookie id (the ma_aid cookie value: letters, digits "
+                    "and . _ : @ + = -, starting with a letter or digit)"
+                },
+                400,
+                cors,
+            )
         try:
             view = await self.profiles.get(aid)
         except ProfileUnavailable as exc:
@@ -845,6 +883,11 @@ def _redirect(url: str) -> web.Response:
     return web.Response(status=302, body=b"302: Found", headers=headers)
 
 
+def _challenge(status: int) -> dict[str, str]:
+    """``WWW-Authenticate`` for a 401 (no key, or not one of ours); nothing for a 403."""
+    return {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+
+
 def _json(value: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         body=codec.dumps(value), status=status, content_type="application/json", headers=headers
@@ -863,6 +906,9 @@ def _claimed_site_id(token: str) -> str | None:
     return site if isinstance(site, str) else None
 
 
+#: What a cookie id (ours a UUID, an SDK's anonymousId) may be, to be looked up: id characters,
+#: never a path (``..``), a template (``{c:String}``) or a lookup (``${jndi:…}``).
+_PROFILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=-]*")
 _INDEX = re.compile(r"\[\d+\]")
 _FIRST_WORD = re.compile(r"[\w.\[\]-]+")
 

@@ -20,10 +20,11 @@ from pipeline import codec
 from pipeline.identity import user_key
 from pipeline.models.dead_letter import MAX_DEAD_LETTER_PAYLOAD
 from pipeline.rules import Site
+from pipeline.rules.keys import Credential
 
 
 class EnvelopeError(Exception):
-    """The request as a whole is unusable (400/401/413); ``status`` and a clear message."""
+    """The request as a whole is unusable (400/401/403/413); ``status`` and a clear message."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -75,6 +76,12 @@ def event_key(value: dict[str, Any]) -> bytes:
         user_id = value.get("user_id")
         key = user_key(value["site_id"], user_id) if user_id else value["event_id"]
     return str(key).encode()
+
+
+def require(credential: Credential, scope: str) -> None:
+    """EnvelopeError 403 naming ``scope`` unless the key holds it."""
+    if not credential.allows(scope):
+        raise EnvelopeError(403, f"scope {scope} required: key {credential.id!r} does not have it")
 
 
 def same_key(given: str, expected: str) -> bool:

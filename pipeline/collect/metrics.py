@@ -55,6 +55,9 @@ class CollectorMetrics:
         self.spool_dropped = Counter(
             "ma_spool_dropped", "spooled records dropped because the spool was full", registry=r
         )
+        self.key_uses = Counter(
+            "ma_key_uses", "requests that carried a known key, by key id", ["key"], registry=r
+        )
         self.broker_ready = Gauge(
             "ma_broker_ready", "1 when the last readiness check passed", registry=r
         )
@@ -62,6 +65,7 @@ class CollectorMetrics:
         # the count itself. Both sets are bounded as the labels are (routes, sites, types).
         self._requests: dict[tuple[str, int], Counter] = {}
         self._accepted: dict[tuple[str, str], Counter] = {}
+        self._key_uses: dict[str, Counter] = {}
 
     def count_request(self, route: str, status: int) -> None:
         """``ma_http_requests{route, status}`` + 1."""
@@ -76,3 +80,10 @@ class CollectorMetrics:
         if counter is None:
             counter = self._accepted[site_id, kind] = self.accepted.labels(site_id, kind)
         counter.inc(count)
+
+    def count_key_use(self, key_id: str) -> None:
+        """``ma_key_uses_total{key}`` + 1 (key ids are few: those of the rules file)."""
+        counter = self._key_uses.get(key_id)
+        if counter is None:
+            counter = self._key_uses[key_id] = self.key_uses.labels(key_id)
+        counter.inc()

@@ -225,9 +225,8 @@ class SegmentApi:
                 "invalid_write_key",
                 "no write key: send it as the HTTP Basic user name or as writeKey",
             )
-        for site in self.collector.rules.rules.sites:
-            if same_key(key, site.server_key):
-                return site, True
+        rules = self.collector.rules.rules
+        for site in rules.sites:
             if same_key(key, site.write_key):
                 origin = request.headers.get("Origin")
                 if origin and not origin_allowed(site, origin):
@@ -237,9 +236,29 @@ class SegmentApi:
                         f"Origin {origin[:200]!r} is not allowed for site {site.id!r}",
                     )
                 return site, False
-        raise SegmentError(
-            400, "invalid_write_key", "the write key is not one of a configured site"
-        )
+        credential = self.collector.identify(key)
+        if credential is None:
+            raise SegmentError(
+                400, "invalid_write_key", "the write key is not one of a configured site"
+            )
+        sites = credential.ingest_sites
+        if not sites:
+            raise SegmentError(
+                403,
+                "forbidden",
+                f"scope ingest:<site> required: key {credential.id!r} may send events for no site",
+            )
+        if len(sites) > 1:
+            raise SegmentError(
+                400,
+                "invalid_write_key",
+                f"key {credential.id!r} may send events for {len(sites)} sites "
+                f"({', '.join(sites)}) and Segment's calls name none: use a key with one "
+                "ingest:<site> scope",
+            )
+        granted = rules.site(sites[0])
+        assert granted is not None  # the rules validate every ingest scope's site
+        return granted, True
 
     async def refuse(
         self, request: web.Request, body: bytes | None, error: SegmentError
@@ -365,7 +384,7 @@ def _loads(body: bytes) -> object:
 
 
 def error_code(status: int) -> str:
-    return {413: "payload_too_large"}.get(status, "invalid_request")
+    return {403: "forbidden", 413: "payload_too_large"}.get(status, "invalid_request")
 
 
 def _answer(

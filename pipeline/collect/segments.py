@@ -1,4 +1,4 @@
-"""Segments over HTTP, for backends holding a server key: the same lists as
+"""Segments over HTTP, for backends holding a key with ``segments:read``: the same lists as
 ``ma-pipeline segments list|count|export``, from the rules file in force.
 
 - ``GET /v1/segments``                          ``{"segments": [{name, description, kind}]}``
@@ -6,13 +6,14 @@
 - ``GET /v1/segments/{name}/export?format=csv`` the members, as the CLI's export (``csv`` with a
   header, or ``json``: one object per line), written out in chunks
 
-``401`` without a valid server key, ``404`` for a segment the rules do not define, ``503`` when
+``401`` without a known key, ``403`` for a key without ``segments:read`` (a site's server key
+has only ``ingest:<site>``), ``404`` for a segment the rules do not define, ``503`` when
 ClickHouse (with embedded chDB: the worker API that owns it) does not answer. Segments carry no
-site: every site's server key sees every segment (the sites share one contact base).
+site: they are the organisation's, over the contacts its sites share.
 
 Example::
 
-    endpoints = SegmentEndpoints(settings, rules, authenticate=collector.server_key_site)
+    endpoints = SegmentEndpoints(settings, rules, authorize=collector.authorize)
     endpoints.add_routes(app)
 """
 
@@ -21,15 +22,16 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from pipeline import codec
-from pipeline.rules import RulesWatcher, Site
-from pipeline.rules.models import Segment
+from pipeline.rules import RulesWatcher
+from pipeline.rules.keys import Credential
+from pipeline.rules.models import SEGMENTS_READ, Segment
 from pipeline.segments import EXPORT_COLUMNS, Compiled, compile_segment
 from pipeline.settings import Settings
 from pipeline.warehouse import QueryError, WarehouseUnavailable, run_query
@@ -43,17 +45,17 @@ NO_STORE = {"Cache-Control": "no-store, max-age=0"}
 FORMATS = {"csv": "text/csv", "json": "application/x-ndjson"}
 
 
-#: The collector's server-key check: the request's site, or the ``401`` answer to give.
-Authenticate = Callable[[web.Request], Site | web.Response]
+#: The collector's key check: the request's key if it holds the scope, else the 401/403 answer.
+Authorize = Callable[[web.Request, str], Awaitable[Credential | web.Response]]
 
 
 class SegmentEndpoints:
     """The ``/v1/segments`` routes, answering from ``rules`` (reloaded on change)."""
 
-    def __init__(self, settings: Settings, rules: RulesWatcher, authenticate: Authenticate) -> None:
+    def __init__(self, settings: Settings, rules: RulesWatcher, authorize: Authorize) -> None:
         self.settings = settings
         self.rules = rules
-        self.authenticate = authenticate
+        self.authorize = authorize
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/segments", self.list_segments)
@@ -62,7 +64,7 @@ class SegmentEndpoints:
 
     async def list_segments(self, request: web.Request) -> web.Response:
         """``GET /v1/segments``: name, description and kind (``rules`` or ``sql``) of each."""
-        if isinstance(refused := self.authenticate(request), web.Response):
+        if isinstance(refused := await self.authorize(request, SEGMENTS_READ), web.Response):
             return refused
         segments = [
             {
@@ -76,7 +78,7 @@ class SegmentEndpoints:
 
     async def count(self, request: web.Request) -> web.Response:
         """``GET /v1/segments/{name}/count``: how many contacts are in it now."""
-        if isinstance(refused := self.authenticate(request), web.Response):
+        if isinstance(refused := await self.authorize(request, SEGMENTS_READ), web.Response):
             return refused
         name = request.match_info["name"]
         compiled = self._compiled(name)
@@ -91,7 +93,7 @@ class SegmentEndpoints:
     async def export(self, request: web.Request) -> web.StreamResponse:
         """``GET /v1/segments/{name}/export?format=csv|json``: the members with their attributes,
         consent, CRM status, creation time, score and lifecycle stage."""
-        if isinstance(refused := self.authenticate(request), web.Response):
+        if isinstance(refused := await self.authorize(request, SEGMENTS_READ), web.Response):
             return refused
         fmt = request.query.get("format", "csv")
         if fmt not in FORMATS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,9 @@ from pipeline.models.types import UtcDatetime
 
 #: A dead letter keeps at most this much of its payload (its JSON, in bytes).
 MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
+#: Text of a payload JSON cannot hold: its first levels only, so no depth is a RecursionError.
+_HEAD = reprlib.Repr()
+_HEAD.maxlevel, _HEAD.maxlist, _HEAD.maxdict, _HEAD.maxstring = 24, 100, 100, 2048
 
 
 class DeadLetter(BaseModel):
@@ -24,11 +28,12 @@ class DeadLetter(BaseModel):
 
 
 def bounded_payload(payload: Any) -> Any:
-    """``payload`` as it is, or its head when its JSON is over ``MAX_DEAD_LETTER_PAYLOAD``."""
+    """``payload`` as it is, or its head when its JSON is over ``MAX_DEAD_LETTER_PAYLOAD``;
+    a payload JSON cannot hold (nested deeper than orjson's 255 levels, say) as bounded text."""
     try:
         encoded = codec.dumps(payload)
-    except TypeError:
-        return repr(payload)[:MAX_DEAD_LETTER_PAYLOAD]
+    except TypeError as exc:
+        return {"unencodable": str(exc), "head": _HEAD.repr(payload)[:MAX_DEAD_LETTER_PAYLOAD]}
     if len(encoded) <= MAX_DEAD_LETTER_PAYLOAD:
         return payload
     return {

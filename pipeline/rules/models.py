@@ -9,12 +9,15 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from functools import cached_property
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.rules.durations import Duration
 from pipeline.rules.matching import EventMatch
+
+if TYPE_CHECKING:
+    from pipeline.rules.keys import Keyring
 
 RuleId = str
 _R = TypeVar("_R")
@@ -76,6 +79,51 @@ class Site(_Strict):
     def _fallback(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s]+$", value):
             raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+
+#: The scopes a key may hold (CONTRACT §1 "Keys"), besides ``ingest:<site>``.
+CONTACTS_WRITE, SEGMENTS_READ, PROFILES_READ, CONSOLE = (
+    "contacts:write",
+    "segments:read",
+    "profiles:read",
+    "console",
+)
+SCOPES = (CONTACTS_WRITE, SEGMENTS_READ, PROFILES_READ, CONSOLE)
+#: ``ingest:<site id>``: events for that site, server-only types included.
+INGEST = "ingest:"
+
+
+class ApiKey(_Strict):
+    """A credential for backends and operators: an id, where its secret is, what it may do.
+
+    The secret itself is never in the file: ``secret_env`` names the environment variable that
+    holds it, or ``sha256`` is the hex SHA-256 of it (``ma-pipeline keys new`` makes both).
+    """
+
+    id: str = Field(pattern=_ID)
+    secret_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="variable with the secret"
+    )
+    sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-fA-F]{64}$", description="hex SHA-256 of the secret"
+    )
+    scopes: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ApiKey:
+        if (self.secret_env is None) == (self.sha256 is None):
+            raise ValueError("give exactly one of secret_env (a variable name) or sha256")
+        return self
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: list[str]) -> list[str]:
+        for scope in value:
+            if scope not in SCOPES and not re.fullmatch(INGEST + _ID[1:-1], scope):
+                raise ValueError(
+                    f"{scope!r} is not a scope; scopes are ingest:<site id>, {', '.join(SCOPES)}"
+                )
         return value
 
 
@@ -407,6 +455,19 @@ class Rules(_Strict):
     segments: list[Segment] = Field(default_factory=list)
     merge: Merge = Field(default_factory=Merge)
     destinations: list[Destination] = Field(default_factory=list)
+    keys: list[ApiKey] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_sites(self) -> Rules:
+        known = {site.id for site in self.sites}
+        for key in self.keys:
+            for scope in key.scopes:
+                if scope.startswith(INGEST) and scope[len(INGEST) :] not in known:
+                    raise ValueError(
+                        f"keys: {key.id!r} has scope {scope!r} for an unknown site; "
+                        f"known: {', '.join(sorted(known)) or 'none'}"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _known_rules(self) -> Rules:
@@ -429,6 +490,7 @@ class Rules(_Strict):
             ("triggers.rules", [r.id for r in self.triggers.rules]),
             ("segments", [s.name for s in self.segments]),
             ("destinations", [d.id for d in self.destinations]),
+            ("keys", [k.id for k in self.keys]),
         ):
             seen: set[str] = set()
             for item in ids:
@@ -436,6 +498,14 @@ class Rules(_Strict):
                     raise ValueError(f"{label}: {item!r} appears twice; ids must be unique")
                 seen.add(item)
         return self
+
+    @cached_property
+    def keyring(self) -> Keyring:
+        """The keys of this file and its sites' server keys, secrets read from the environment
+        once (a changed variable takes effect with the next reload of the file)."""
+        from pipeline.rules.keys import Keyring
+
+        return Keyring(self)
 
     def site(self, site_id: str) -> Site | None:
         for site in self.sites:

@@ -158,6 +158,45 @@ def test_rules_check_says_ok_with_what_the_file_holds(runner: CliRunner) -> None
     assert result.output.startswith(f"{REPO / 'config' / 'rules.yaml'}: ok (1 site, ")
 
 
+def test_rules_check_warns_of_a_key_whose_variable_is_unset(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MA_KEY_OPS", raising=False)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("keys:\n  - {id: ops, secret_env: MA_KEY_OPS, scopes: [console]}\n")
+    result = runner.invoke(main, ["rules", "check", str(rules)])
+    assert result.exit_code == 0, result.output
+    assert f"{rules}: warning: keys: 'ops' is disabled: $MA_KEY_OPS is not set" in result.output
+
+
+def test_keys_new_prints_a_secret_once_and_only_its_hash_for_the_file(runner: CliRunner) -> None:
+    import hashlib
+
+    from pipeline.rules import parse_rules
+
+    result = runner.invoke(
+        main,
+        ["keys", "new", "--id", "crm", "--scope", "contacts:write", "--scope", "segments:read"],
+    )
+    assert result.exit_code == 0, result.output
+    first, second, *entry = result.output.splitlines()
+    secret = first.rsplit(" ", 1)[1]
+    assert second == "add to the rules file under keys:"
+    parsed = parse_rules("keys:\n" + "\n".join(entry))
+    assert parsed.keys[0].sha256 == hashlib.sha256(secret.encode()).hexdigest()
+    assert parsed.keys[0].scopes == ["contacts:write", "segments:read"]
+    assert secret not in "\n".join(entry)
+
+
+def test_keys_new_refuses_an_unknown_scope_in_one_line(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["keys", "new", "--scope", "admin"])
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines() == [
+        "Error: scopes: 'admin' is not a scope; scopes are ingest:<site id>, contacts:write, "
+        "segments:read, profiles:read, console"
+    ]
+
+
 def test_rules_check_names_each_problem_with_file_line_and_the_missing_field(
     runner: CliRunner, tmp_path: Path
 ) -> None:

@@ -21,7 +21,9 @@ from tests.conftest import REPO
 
 SITE = "acme"
 WRITE_KEY = "wk_acme_public_7d1f3a"
-SERVER_KEY = "sk_acme_secret_4b9e0c6a2f8d"
+SERVER_KEY = "sk_acme_secret_4b9e0c6a2f8d"  # the site's server key: ingest:acme only
+#: The example rules' ``crm-sync`` key (contacts:write, segments:read).
+CRM_KEY = "mak_example_crm_sync_change_me"
 ORIGIN = "http://localhost:8000"
 FALLBACK_URL = "https://www.acme.example/"
 AID = "3b2c7f9e-1c1a-4a8e-9d55-3f0e2b1d9c01"

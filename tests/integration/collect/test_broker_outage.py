@@ -31,8 +31,8 @@ from tests.conftest import REPO, free_port
 from tests.integration.collect.conftest import (
     BROWSER_UA,
     CONTACT,
+    CRM_KEY,
     RULES_TEXT,
-    SERVER_KEY,
     SITE,
     WRITE_KEY,
     read_topic,
@@ -188,7 +188,7 @@ async def test_a_broker_outage_gets_503s_and_loses_no_acknowledged_event(
         upsert = await http.post(
             f"{url}/v1/contacts",
             json={"source": "crm", "contacts": [{"email": "ann@initech.io"}]},
-            headers={"Authorization": f"Bearer {SERVER_KEY}"},
+            headers={"Authorization": f"Bearer {CRM_KEY}"},
         )
         assert upsert.status == 503 and upsert.headers["Retry-After"]
 

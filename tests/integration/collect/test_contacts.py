@@ -8,11 +8,11 @@ import aiohttp
 import pytest
 
 from pipeline import contact_id_for
-from tests.integration.collect.conftest import SERVER_KEY, WRITE_KEY, RunningCollector
+from tests.integration.collect.conftest import CRM_KEY, SERVER_KEY, WRITE_KEY, RunningCollector
 
 pytestmark = pytest.mark.integration
 
-AUTH = {"Authorization": f"Bearer {SERVER_KEY}"}
+AUTH = {"Authorization": f"Bearer {CRM_KEY}"}
 
 
 async def post_contacts(
@@ -109,8 +109,23 @@ async def test_contacts_need_a_server_key(
     response = await post_contacts(collector, body, headers=headers)
 
     assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
     assert "server key" in (await response.json())["error"]
     assert await collector.values("contact-updates") == []
+
+
+async def test_a_site_server_key_may_not_upsert_contacts(collector: RunningCollector) -> None:
+    """A site's server key means ingest:<site> only (CONTRACT §1 "Keys")."""
+    body = {"source": "crm", "contacts": [{"email": "ann@initech.io"}]}
+
+    response = await post_contacts(collector, body, {"Authorization": f"Bearer {SERVER_KEY}"})
+
+    assert response.status == 403
+    error = (await response.json())["error"]
+    assert error == "scope contacts:write required: key 'server_key:acme' does not have it"
+    assert await collector.values("contact-updates") == []
+    letters = await collector.values("dead-letter")
+    assert [(d["source"], d["error"]) for d in letters] == [("collector:/v1/contacts", error)]
 
 
 @pytest.mark.parametrize(

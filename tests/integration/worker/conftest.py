@@ -39,6 +39,7 @@ READY = "worker ready"
 SITE = "acme"
 WRITE_KEY = "wk_acme_public_7d1f3a"
 SERVER_KEY = "sk_acme_secret_4b9e0c6a2f8d"
+CRM_KEY = "mak_example_crm_sync_change_me"  # config/rules.yaml's crm-sync: contacts:write
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0.0.0 Safari/537.36"
 
 
@@ -113,7 +114,7 @@ class Stack:
         response = await self.http.post(
             f"{self.url}/v1/contacts",
             json={"source": source, "contacts": list(contacts)},
-            headers={"Authorization": f"Bearer {SERVER_KEY}"},
+            headers={"Authorization": f"Bearer {CRM_KEY}"},
         )
         assert response.status == 200, await response.text()
 
