@@ -106,11 +106,23 @@ X_ANONYMOUS_EVENTS = TopicSpec(
     "stage 1 → sink: resolved events without a contact",
     public=False,
 )
-INTERNAL_TOPICS: tuple[TopicSpec, ...] = (X_CONTACT_WORK, X_COOKIE_COMMANDS, X_ANONYMOUS_EVENTS)
+X_DECISIONS = TopicSpec(
+    "x.decisions",
+    "contact_id or anonymous_id",
+    "both stages → sink: triggers skipped and why (ClickHouse trigger_decisions, the console)",
+    public=False,
+)
+INTERNAL_TOPICS: tuple[TopicSpec, ...] = (
+    X_CONTACT_WORK,
+    X_COOKIE_COMMANDS,
+    X_ANONYMOUS_EVENTS,
+    X_DECISIONS,
+)
 CONTACT_WORK = X_CONTACT_WORK.name
 COOKIE_COMMANDS = X_COOKIE_COMMANDS.name
 #: stage 1 → the sink only: events with no contact (stage 2 has nothing to do with them)
 ANONYMOUS_EVENTS = X_ANONYMOUS_EVENTS.name
+DECISIONS = X_DECISIONS.name
 #: What each stage reads (one consumer group, ``MA_APP_ID``), and what the sink reads (its own
 #: group, ``<MA_APP_ID>-sink``). Topic names before ``MA_TOPIC_PREFIX``.
 STITCH_INPUTS = (EVENTS.name, COOKIE_COMMANDS)
@@ -123,6 +135,7 @@ SINK_INPUTS = (
     SCORES.name,
     TRIGGERS.name,
     DELIVERIES.name,
+    DECISIONS,
 )
 
 

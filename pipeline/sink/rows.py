@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from pipeline import codec
-from pipeline.topics import ANONYMOUS_EVENTS, CONTACT_WORK
+from pipeline.topics import ANONYMOUS_EVENTS, CONTACT_WORK, DECISIONS
 
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "events": (
@@ -36,6 +36,9 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "trigger_id", "destination", "attempt", "status", "http_status", "error", "at",
         "next_attempt_at",
     ),
+    "trigger_decisions": (
+        "contact_id", "anonymous_id", "at", "rule", "decision", "reason", "event_id",
+    ),
 }  # fmt: skip
 
 #: Tables whose rows the sink deduplicates against what is already stored: the columns that
@@ -47,6 +50,7 @@ ROW_KEYS: dict[str, tuple[tuple[str, ...], int]] = {
     "identities": (("anonymous_id", "at", "contact_id", "reason"), 1),
     "score_changes": (("contact_id", "anonymous_id", "at", "rule", "event_id"), 2),
     "deliveries": (("destination", "trigger_id", "attempt"), 2),
+    "trigger_decisions": (("contact_id", "anonymous_id", "at", "rule", "event_id"), 2),
 }
 
 
@@ -116,6 +120,11 @@ def rows_for(topic: str, value: dict[str, Any] | None) -> list[tuple[str, tuple[
             value["trigger_id"], value["destination"], int(value["attempt"]), value["status"],
             value.get("http_status"), _s(value.get("error")), _time(value["at"]),
             _time(value.get("next_attempt_at")),
+        ))]  # fmt: skip
+    if topic == DECISIONS:
+        return [("trigger_decisions", (
+            _s(value.get("contact_id")), _s(value.get("anonymous_id")), _time(value["at"]),
+            value["rule"], value["decision"], _s(value.get("reason")), _s(value.get("event_id")),
         ))]  # fmt: skip
     if topic == "triggers":
         return [("triggers", (

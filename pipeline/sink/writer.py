@@ -165,6 +165,7 @@ ERASE = (
     ("score_changes", "contact_id = {c:String} OR anonymous_id IN {a:Array(String)}"),
     ("score_state", "contact_id = {c:String}"),
     ("triggers", "contact_id = {c:String} OR anonymous_id IN {a:Array(String)}"),
+    ("trigger_decisions", "contact_id = {c:String} OR anonymous_id IN {a:Array(String)}"),
 )  # fmt: skip
 
 #: Cookies whose first link went to another contact: their anonymous history is that one's.

@@ -47,7 +47,7 @@ from pipeline import codec
 from pipeline.clock import Clock
 from pipeline.rules import RulesWatcher
 from pipeline.settings import Settings
-from pipeline.topics import ANONYMOUS_EVENTS, CONTACT_WORK, COOKIE_COMMANDS
+from pipeline.topics import ANONYMOUS_EVENTS, CONTACT_WORK, COOKIE_COMMANDS, DECISIONS
 from pipeline.worker.due import DueIndex
 from pipeline.worker.faust_fixes import Consumer
 from pipeline.worker.metrics import WorkerMetrics
@@ -67,6 +67,7 @@ OUTPUT_TOPICS = (
     CONTACT_WORK,
     COOKIE_COMMANDS,
     ANONYMOUS_EVENTS,
+    DECISIONS,
 )
 
 #: a key's new state: (table, due table, key, state or None to delete, wake time or None)

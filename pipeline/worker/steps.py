@@ -33,7 +33,7 @@ from pipeline.rules.models import Rules
 from pipeline.score.profile import Profile, ScoreDelta, absorb, score_attributes, score_event
 from pipeline.stitch.decide import Cookie, Decision, evidence_for
 from pipeline.stitch.decide import decide as decide_identity
-from pipeline.topics import ANONYMOUS_EVENTS, CONTACT_WORK, COOKIE_COMMANDS
+from pipeline.topics import ANONYMOUS_EVENTS, CONTACT_WORK, COOKIE_COMMANDS, DECISIONS
 from pipeline.trigger.decide import (
     Outcome,
     Subject,
@@ -192,13 +192,37 @@ def _score_out(
     ]
 
 
-def _trigger_out(outcome: Outcome, subject: Subject, counters: Counters) -> list[Out]:
-    for _rule, reason in outcome.skipped:
+def _trigger_out(
+    outcome: Outcome,
+    subject: Subject,
+    counters: Counters,
+    at: int,
+    event_id: str | None = None,
+) -> list[Out]:
+    """The fired triggers on ``ma.triggers``; each rule skipped, with its reason, on
+    ``ma.x.decisions`` (at ``at``, the event's time or the due release's; ``event_id``: the
+    event it was decided on, if any)."""
+    key = subject.contact_id or subject.anonymous_id
+    outs = [Out("triggers", key, message) for message in outcome.fired]
+    seen: set[tuple[str, str]] = set()
+    for rule, reason in outcome.skipped:
         counters.add(f"trigger_skipped:{reason.split(':')[0]}")
+        if (rule, reason) in seen:
+            continue
+        seen.add((rule, reason))
+        decision = {
+            "contact_id": subject.contact_id,
+            "anonymous_id": None if subject.contact_id else subject.anonymous_id,
+            "at": from_millis(at),
+            "rule": rule,
+            "decision": "skipped",
+            "reason": reason,
+            "event_id": event_id,
+        }
+        outs.append(Out(DECISIONS, key, decision))
     counters.add("triggers_fired", len(outcome.fired))
     counters.add("triggers_scheduled", len(outcome.scheduled))
-    key = subject.contact_id or subject.anonymous_id
-    return [Out("triggers", key, message) for message in outcome.fired]
+    return outs
 
 
 def cookie_step(
@@ -374,7 +398,9 @@ def _anonymous_scoring(
                 event["event_id"],
             )
         )  # fmt: skip
-    return _score_out(deltas, None, aid, at) + _trigger_out(outcome, subject, counters)
+    return _score_out(deltas, None, aid, at) + _trigger_out(
+        outcome, subject, counters, at, event["event_id"]
+    )
 
 
 def _contact_update_from_form(event: dict[str, Any], attributed: str | None = None) -> list[Out]:
@@ -618,7 +644,7 @@ def contact_step(
             )  # fmt: skip
             outs = _score_out([delta], contact_id, None, at)
         outcome.extend(on_history(record.triggers, history, subject, rules.triggers, at, score))
-        return outs + _trigger_out(outcome, subject, counters)
+        return outs + _trigger_out(outcome, subject, counters, at, message.get("event_id"))
     if kind == "linked":
         return _track_cookie(record, message["aid"], int(message["at"]), rules, counters)
     if kind == "due":
@@ -695,7 +721,9 @@ def _contact_event(
             )
         )  # fmt: skip
     return (
-        outs + _score_out(deltas, contact_id, None, at) + _trigger_out(outcome, subject, counters)
+        outs
+        + _score_out(deltas, contact_id, None, at)
+        + _trigger_out(outcome, subject, counters, at, event["event_id"])
     )
 
 
@@ -716,7 +744,8 @@ def _contact_update(
         outcome = on_score(
             record.triggers, subject, before, record.profile.score, rules.triggers, at, cause
         )
-        outs += _score_out(deltas, contact_id, None, at) + _trigger_out(outcome, subject, counters)
+        outs += _score_out(deltas, contact_id, None, at)
+        outs += _trigger_out(outcome, subject, counters, at, cause)
     return outs
 
 
@@ -763,7 +792,7 @@ def due_step(
     else:
         subject = Subject(contact_id=None, anonymous_id=anonymous_id)
     outcome = fire_due(record.triggers, subject, rules.triggers, now_ms, record.profile.score)
-    return _trigger_out(outcome, subject, counters)
+    return _trigger_out(outcome, subject, counters, now_ms)
 
 
 def cookie_command(

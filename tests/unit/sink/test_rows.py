@@ -11,7 +11,7 @@ import pytest
 
 from pipeline import codec
 from pipeline.sink.rows import ROW_KEYS, TABLE_COLUMNS, rows_for
-from pipeline.topics import ANONYMOUS_EVENTS, CONTACT_WORK
+from pipeline.topics import ANONYMOUS_EVENTS, CONTACT_WORK, DECISIONS
 
 AT = "2026-03-02T09:00:00.120Z"
 AT_DT = datetime(2026, 3, 2, 9, 0, 0, 120000, tzinfo=UTC)
@@ -134,3 +134,26 @@ def test_row_keys_name_existing_columns() -> None:
     for table, (columns, lookup) in ROW_KEYS.items():
         assert set(columns) <= set(TABLE_COLUMNS[table])
         assert 1 <= lookup <= len(columns)
+
+
+def test_a_trigger_decision_is_one_row_in_column_order() -> None:
+    value = {
+        "contact_id": None,
+        "anonymous_id": "aid-1",
+        "at": "2026-03-02T10:00:00Z",
+        "rule": "pricing-trial-offer",
+        "decision": "skipped",
+        "reason": "once_per",
+        "event_id": "e-1",
+    }
+    [(table, row)] = rows_for(DECISIONS, value)
+    assert table == "trigger_decisions"
+    assert dict(zip(TABLE_COLUMNS[table], row, strict=True)) == {
+        "contact_id": "",
+        "anonymous_id": "aid-1",
+        "at": datetime(2026, 3, 2, 10, tzinfo=UTC),
+        "rule": "pricing-trial-offer",
+        "decision": "skipped",
+        "reason": "once_per",
+        "event_id": "e-1",
+    }

@@ -13,6 +13,7 @@ from pipeline.clock import from_millis
 from pipeline.contacts import ContactState, apply_update
 from pipeline.rules import Rules
 from pipeline.rules.models import Identity
+from pipeline.topics import DECISIONS
 from pipeline.trigger.decide import trigger_id
 from pipeline.worker.steps import (
     ANONYMOUS_EVENTS,
@@ -774,6 +775,28 @@ def test_crm_status_suppresses_contact_triggers() -> None:
     contact_step(record, view, RULES, counters)
     assert record.triggers.pending == []
     assert counters.values["trigger_skipped:suppressed"] == 1
+
+
+def test_a_skipped_trigger_is_recorded_with_its_reason_and_event() -> None:
+    """What the console's contact page shows as "suppressed by …" (``ma.x.decisions``)."""
+    record = consented(crm_status="customer")
+    view = {"k": "event", "e": {**page_view("/pricing", T0), "contact_id": A}}
+    outs = contact_step(record, view, RULES)
+    decisions = [o for o in outs if o.topic == DECISIONS]
+    assert [(o.key, o.value) for o in decisions] == [
+        (
+            A,
+            {
+                "contact_id": A,
+                "anonymous_id": None,
+                "at": from_millis(T0),
+                "rule": "pricing-trial-offer",
+                "decision": "skipped",
+                "reason": "suppressed:customer",
+                "event_id": view["e"]["event_id"],
+            },
+        )
+    ]
 
 
 def test_reaching_mql_alerts_sales_with_the_email() -> None:
