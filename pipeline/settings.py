@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     deliver_web_host: str = "127.0.0.1"
     deliver_web_port: int = Field(default=6068, ge=0, le=65535)
     segment_refresh: float = Field(default=60.0, gt=0)
+    console_token: SecretStr | None = None
+    collector_metrics_url: str | None = None
     app_id: str = "ma-pipeline"
     store: str = "rocksdb://"
     order_wait: float = Field(default=0.25, ge=0, le=3600)
@@ -116,6 +118,11 @@ class Settings(BaseSettings):
     def worker_api(self) -> str:
         """The base URL of the worker API."""
         return (self.worker_url or f"http://127.0.0.1:{self.worker_web_port}").rstrip("/")
+
+    @property
+    def collector_metrics(self) -> str:
+        """Where the console reads the collector's counters (``MA_COLLECTOR_METRICS_URL``)."""
+        return self.collector_metrics_url or f"http://127.0.0.1:{self.http_port}/metrics"
 
     @property
     def embedded_clickhouse(self) -> bool:

@@ -16,6 +16,7 @@ unless ``MA_CHROMIUM`` names another binary.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import os
@@ -252,9 +253,25 @@ class Page:
         if not result.get("success", True):
             raise CdpError(f"could not set cookie {name}={value!r} for {url}")
 
+    async def screenshot(self, path: Path, width: int = 1366) -> None:
+        """A PNG of the whole page (not only the viewport) at ``width`` CSS pixels."""
+        metrics = await self.send("Page.getLayoutMetrics")
+        height = int(metrics.get("cssContentSize", metrics.get("contentSize"))["height"])
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": max(height, 600), "deviceScaleFactor": 1, "mobile": False},
+        )
+        shot = await self.send("Page.captureScreenshot", {"format": "png"})
+        await asyncio.to_thread(_write, path, base64.b64decode(shot["data"]))
+
     async def close(self) -> None:
         with contextlib.suppress(CdpError):
             await self.browser.send("Target.closeTarget", {"targetId": self.target_id})
             await self.browser.send(
                 "Target.disposeBrowserContext", {"browserContextId": self.context}
             )
+
+
+def _write(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)

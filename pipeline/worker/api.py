@@ -10,6 +10,7 @@ reach it here instead of opening the files.
 - ``GET  /profile/{aid}``    a cookie's segments and active web triggers (``/v1/profile``)
 - ``POST /query``            ``{"sql", "parameters"?}`` → ``{"columns", "rows"}``, read-only
 - ``GET  /triggers/pending?email=``  delayed triggers waiting (``pipeline.worker.pending``)
+- ``GET  /console…``         the console (``pipeline.console``), behind ``MA_CONSOLE_TOKEN``
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline import codec
+from pipeline.console import add_console
 from pipeline.warehouse import answer_query
 from pipeline.worker.pending import pending_view
 from pipeline.worker.profiles import Worker, profile_view
@@ -125,6 +127,7 @@ def make_api(worker: Worker) -> web.Application:
     async def pending(request: web.Request) -> web.Response:
         return _json({"pending": pending_view(worker, request.query.get("email") or None)})
 
+    add_console(app, worker)
     app.router.add_get("/profile/{aid}", profile)
     app.router.add_get("/triggers/pending", pending)
     app.router.add_get("/healthz", healthz)
