@@ -42,6 +42,8 @@ Each agent takes up to ``BATCH`` messages at a time and hands them to its stage.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 from typing import Any
 
@@ -51,6 +53,7 @@ from aiohttp import web
 from pipeline.clickhouse import ClickHouse, connect
 from pipeline.clickhouse.migrate import migrate
 from pipeline.clock import Clock
+from pipeline.lag import consumer_lag
 from pipeline.rules import RulesWatcher
 from pipeline.settings import Settings
 from pipeline.sink.main import build_sink
@@ -76,6 +79,7 @@ log = logging.getLogger(__name__)
 BATCH = 2_000
 BATCH_WITHIN = 0.02  # seconds a batch waits to fill: throughput vs POST→trigger latency
 DUE_EVERY = 0.05  # seconds between two looks for due delayed triggers and held records
+LAG_EVERY = 15.0  # seconds between two measures of consumer lag (an admin request per group)
 
 
 class Worker:
@@ -192,6 +196,8 @@ class Worker:
         app.task(self._serve_api)
         app.timer(DUE_EVERY, name="due-triggers")(self._fire_due)
         app.timer(1.0, name="rules-reload")(self._reload_rules)
+        app.timer(LAG_EVERY, name="gauges")(self._gauges)
+        self._rules_hash = self._show_rules_version(None)
         self.membership = SegmentMembership()
         if self.clickhouse is not None:
             app.timer(settings.segment_refresh, name="segment-membership")(self._refresh_segments)
@@ -288,9 +294,35 @@ class Worker:
 
     async def _reload_rules(self) -> None:
         refusals = self.rules.refusals
-        self.rules.poll()
+        if self.rules.poll():
+            self._rules_hash = self._show_rules_version(self._rules_hash)
         if self.rules.refusals > refusals:
             self.metrics.rules_refused.inc()
+
+    def _show_rules_version(self, previous: str | None) -> str:
+        """``ma_rules_version{sha256}`` = 1 for the file in force (its old label removed)."""
+        try:
+            digest = hashlib.sha256(self.settings.config.read_bytes()).hexdigest()[:16]
+        except OSError:
+            digest = "unreadable"
+        if previous is not None and previous != digest:
+            with contextlib.suppress(KeyError):
+                self.metrics.rules_version.remove(previous)
+        self.metrics.rules_version.labels(digest).set(1)
+        return digest
+
+    async def _gauges(self) -> None:
+        """Consumer lag per group and topic, and the keys waiting for their time."""
+        for table, keys in self.waiting_keys():
+            self.metrics.pending.labels(table.name).set(len(keys))
+        try:
+            lags = await asyncio.wait_for(consumer_lag(self.settings), LAG_EVERY)
+        except Exception as exc:  # the broker is away or busy: the next tick tries again
+            log.debug("consumer lag not measured: %s", exc)
+            return
+        for group, topics in lags.items():
+            for topic, lag in topics.items():
+                self.metrics.lag.labels(group, topic).set(lag)
 
 
 def _acknowledge(stream: Any, batch: list[Any]) -> Ack:

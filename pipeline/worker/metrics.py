@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 class WorkerMetrics:
@@ -25,4 +25,22 @@ class WorkerMetrics:
         )
         self.rules_refused = Counter(
             "ma_rules_refused", "rules-file reloads refused because of errors", registry=r
+        )
+        self.rules_version = Gauge(
+            "ma_rules_version",
+            "1 for the rules file in force, labelled by the first 16 hex digits of its SHA-256",
+            ["sha256"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "ma_consumer_lag",
+            "records not yet committed, per consumer group and topic (every 15 s)",
+            ["group", "topic"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "ma_triggers_pending",
+            "keys of this worker's partitions waiting for a delayed trigger (or a held record)",
+            ["table"],
+            registry=r,
         )
