@@ -216,21 +216,31 @@ def _erase(client: Client, database: str, request: dict[str, Any]) -> int:
         deleted += int(client.query(
             f"SELECT count() FROM {database}.{table} WHERE {where}", parameters=params
         ).result_rows[0][0])  # fmt: skip
-        client.command(f"DELETE FROM {database}.{table} WHERE {where}", parameters=params)
-    # contact_versions holds the email: rewrite its parts so nothing stays on disk
+        _rewrite_without(client, database, table, where, params)
+    # contact_versions holds the email
     deleted += int(client.query(
         f"SELECT count() FROM {database}.contact_versions WHERE contact_id = {{c:String}}",
         parameters=params).result_rows[0][0])  # fmt: skip
-    client.command(
-        f"ALTER TABLE {database}.contact_versions DELETE WHERE contact_id = {{c:String}}",
-        parameters=params, settings={"mutations_sync": 2},
-    )  # fmt: skip
+    _rewrite_without(client, database, "contact_versions", "contact_id = {c:String}", params)
     erasure_id = str(request.get("erasure_id") or "")
     digest = hashlib.sha256(f"{erasure_id}|{request['contact_id']}".encode()).hexdigest()
     client.insert(f"{database}.erasures", [(erasure_id, digest, _now(), deleted)],
                   column_names=["erasure_id", "contact_hash", "requested_at",
                                 "rows_deleted"])  # fmt: skip
     return deleted
+
+
+def _rewrite_without(
+    client: Client, database: str, table: str, where: str, params: dict[str, Any]
+) -> None:
+    """Delete the rows by rewriting the parts that hold them (a mutation, waited for), not
+    by masking them as a lightweight ``DELETE`` does: their bytes leave the active parts, and
+    the parts they were in are removed ``old_parts_lifetime`` later (schemas/clickhouse/012:
+    30 s, then ClickHouse's next cleanup, about 30 s)."""
+    client.command(
+        f"ALTER TABLE {database}.{table} DELETE WHERE {where}",
+        parameters=params, settings={"mutations_sync": 2},
+    )  # fmt: skip
 
 
 def _now() -> datetime:

@@ -195,10 +195,16 @@ class Committer:
         pending: list[Any],
         states: list[State],
         ack: Ack | None = None,
+        *,
+        scrub: list[tuple[Any, str]] | None = None,
     ) -> None:
         """Hand a decided batch over to be made durable (the module's docstring): its outputs
         ``pending``, its new ``states``, and ``ack`` to call once both are durable. Returns as
-        soon as the stage's previous batch is durable (raising what made it fail)."""
+        soon as the stage's previous batch is durable (raising what made it fail).
+
+        ``scrub``: ``(table, key)`` of erased people (``forget``) whose earlier values must
+        leave the disk: once this batch's state is written, their stores rewrite what held
+        them (``RocksDBStore.scrub``)."""
         held: list[_Held] = []
         for table, due_table, key, state, wake in states:
             encoded = key.encode()
@@ -206,7 +212,7 @@ class Committer:
             self._held[table][encoded] = entry
             held.append((table, due_table, encoded, entry, wake))
         await self.flush(stage)
-        task = asyncio.ensure_future(self._durable(pending, held, ack))
+        task = asyncio.ensure_future(self._durable(pending, held, ack, scrub or []))
         task.add_done_callback(_log_failure)
         self._in_flight[stage] = task
 
@@ -221,9 +227,17 @@ class Committer:
         pending: list[Any],
         held: list[_Held],
         ack: Ack | None,
+        scrub: list[tuple[Any, str]],
     ) -> None:
         await self.drain(pending)
         await self.send_changelog(self._write(held))
+        if scrub:
+            by_table: defaultdict[Any, list[bytes]] = defaultdict(list)
+            for table, key in scrub:
+                by_table[table].append(key.encode())
+            for table, keys in by_table.items():
+                await asyncio.to_thread(table.data.scrub, keys)
+            self.metrics.decisions.labels("state_scrubbed").inc(len(scrub))
         if ack is not None:
             await ack()
 

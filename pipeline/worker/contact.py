@@ -103,7 +103,8 @@ class ContactStage(Stage):
             except Exception as exc:
                 out.dead_letter("worker:contact", exc, message.value, pending)
         self._release(records, rules, counters, pending)
-        await out.commit(STAGE, pending, self._states(records), ack)
+        erased = [(self.contacts, key) for key, record in records.items() if record.erased]
+        await out.commit(STAGE, pending, self._states(records), ack, scrub=erased)
         out.metrics.processed.labels("contact").inc(len(batch))
         out.count(counters)
 

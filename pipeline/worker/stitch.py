@@ -68,6 +68,7 @@ class StitchStage(Stage):
         if woken & self._idle:
             out.emit(self.watermarks(busy=woken), pending)
         records: dict[str, CookieRecord] = {}
+        scrub: list[tuple[Any, str]] = []
 
         def cookie(key: str) -> CookieRecord:
             record = records.get(key)
@@ -98,6 +99,8 @@ class StitchStage(Stage):
                         # a source of its own for stage 2's replay check (ma.events has >= 0)
                         source = -1 - message.partition
                         outs = cookie_command(record, value, key, rules, counters)
+                        if value.get("k") == "forget":  # an erased person's cookie
+                            scrub.append((self.cookies, key))
                         out.emit(stamp(outs, source, message.offset), pending)
                     continue
                 aid = state_key(check_event(value))
@@ -127,7 +130,7 @@ class StitchStage(Stage):
                 out.dead_letter("worker:stitch", exc, message.value, pending)
         out.emit(self.watermarks(), pending)  # after the hand-overs they cover
         states = [self._state(key, record) for key, record in records.items()]
-        await out.commit(STAGE, pending, states, ack)
+        await out.commit(STAGE, pending, states, ack, scrub=scrub)
         out.metrics.processed.labels("stitch").inc(len(batch))
         out.count(counters)
 

@@ -85,6 +85,19 @@ class RocksDBStore(_Keyed, rocksdb.Store):
         for partition, batch in batches.items():
             self._db_for_partition(partition).write(batch)
 
+    def scrub(self, keys: Iterable[bytes]) -> None:
+        """Rewrite the files of the databases holding ``keys`` so that no earlier value of
+        theirs stays on disk (erasure): flush the memtable, then a full compaction, forced
+        down to the bottommost level (a key's old value and its tombstone or new value meet
+        and the old one is dropped; the old files are deleted)."""
+        options = rocksdict.CompactOptions()
+        options.set_bottommost_level_compaction(rocksdict.BottommostLevelCompaction.force())
+        for partition in sorted({self.partition_of(key) for key in keys}):
+            db = self._dbs.get(partition)
+            if db is not None:
+                db.flush()
+                db.compact_range(None, None, options)
+
     def items_in(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         db = self._dbs.get(partition)
         if db is not None:
@@ -105,6 +118,9 @@ class RocksDBStore(_Keyed, rocksdb.Store):
 class MemoryStore(_Keyed, memory.Store[bytes, bytes]):
     """Faust's in-memory store (tests), remembering each key's partition so that a revoked
     partition's keys are dropped as Faust drops the ones it recovered."""
+
+    def scrub(self, keys: Iterable[bytes]) -> None:
+        """Nothing of it is on disk."""
 
     def put(self, key: bytes, value: bytes | None) -> None:
         if value is None:

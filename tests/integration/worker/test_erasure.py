@@ -12,7 +12,9 @@ import os
 import re
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,10 +24,36 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pipeline import codec, contact_id_for
 from pipeline.identity import normalize_email
 from tests.conftest import REPO
-from tests.integration.worker.conftest import Stack, eventually, new_aid, page_view
+from tests.integration.worker.conftest import Stack, eventually, new_aid, open_stack, page_view
 from tests.kafka_helpers import TopicReader
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    """The worker's tables in RocksDB, as in production, so that what is on disk is checked."""
+    async with open_stack(
+        kafka_bootstrap, tmp_path_factory.mktemp("erasure"), store="rocksdb://"
+    ) as running:
+        yield running
+
+
+def files_holding(stack: Stack, needles: list[str]) -> list[str]:
+    """Files of the data folder (the worker's RocksDB tables) and of embedded ClickHouse in
+    which any needle's bytes occur; the broker's log directories are elsewhere."""
+    roots = [stack.settings.data_dir, Path(stack.settings.clickhouse_url.removeprefix("chdb://"))]
+    wanted = [needle.encode() for needle in needles]
+    found = []
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file():
+                content = path.read_bytes()
+                if any(needle in content for needle in wanted):
+                    found.append(str(path.relative_to(stack.tmp)))
+    return sorted(found)
 
 
 def event(kind: str, aid: str, email: str, **extra: Any) -> dict[str, Any]:
@@ -159,6 +187,9 @@ async def test_forget_erases_a_person_everywhere_and_their_cookies_stay_anonymou
         c=frank)  # fmt: skip
     assert sorted(r[0] for r in frank_before) == sorted(e["event_id"] for e in franks_history)
 
+    on_disk = await asyncio.to_thread(files_holding, stack, [email, normal])
+    assert any("worker-ch" in path for path in on_disk), on_disk  # the scan does find her bytes
+
     erasure_id = await forget(stack, email)
 
     # ClickHouse: no row anywhere names her, by email (any case) or by contact id
@@ -219,3 +250,17 @@ async def test_forget_erases_a_person_everywhere_and_their_cookies_stay_anonymou
     async with stack.reader("triggers") as reader:
         await reader.settle(1.0)
     assert [t["rule"] for t in reader.values if t.get("contact_id") == erin] == ["mql-sales-alert"]
+
+    # On disk: her state's files were rewritten (RocksDB compaction), and so were the active
+    # ClickHouse parts that held her rows (mutations). The parts they replaced are outdated:
+    # ClickHouse deletes them old_parts_lifetime (30 s) later, at its next cleanup; within
+    # the worker process chDB has been seen to keep them longer (issue #19's note), so
+    # outdated parts are tolerated here; anything else holding her is not.
+    held = await asyncio.to_thread(files_holding, stack, [email, normal])
+    for path in held:
+        assert "worker-ch/store/" in path, f"{path} holds her email after forget"
+        part = path.split("/")[-2]
+        rows = await stack.query(
+            "SELECT table, active FROM system.parts WHERE path LIKE {p:String}",
+            p=f"%/{path.split('/')[-3]}/{part}/%")  # fmt: skip
+        assert rows and all(active == 0 for _, active in rows), (path, rows)
