@@ -296,6 +296,33 @@ async def test_each_nasty_body_is_answered_and_accounted_for(
     await check_topics(collector, tally)
 
 
+SEGMENT_PATHS = ["/v1/batch", "/v1/track", "/v1/identify", "/v1/b", "/v1/t"]
+
+
+@pytest.mark.parametrize("path", SEGMENT_PATHS)
+@pytest.mark.parametrize("name", sorted(NASTY_BODIES))
+async def test_each_nasty_body_on_segments_api_is_answered_in_its_shape(
+    collector: RunningCollector, name: str, path: str
+) -> None:
+    """Segment's endpoints, with an SDK's Basic-auth key: Segment's answer, never a 5xx, and a
+    dead letter for every refusal."""
+    key = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    response = await collector.http.post(
+        f"{collector.url}{path}",
+        data=NASTY_BODIES[name](),
+        headers={"Authorization": f"Basic {key}", "Content-Type": "application/json"},
+    )
+    answer = codec.loads(await response.read())
+    assert response.status in (200, 400, 413), (response.status, answer)
+    letters = await collector.values("dead-letter")
+    if response.status == 200:
+        assert answer == {"success": True}
+    else:
+        assert {"code", "message"} <= set(answer) and answer["message"]
+        assert len(letters) == 1, letters
+    await no_server_errors(collector)
+
+
 # -- POST /v1/contacts ------------------------------------------------------------------------
 CONTACT_FIELDS = ["email", "attributes", "consent_email", "crm_status", "crm_id", "created_at"]
 contact_values = st.one_of(
