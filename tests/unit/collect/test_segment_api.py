@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from pipeline.collect.segment_api import _basic_user, event_id_for, translate
+from pipeline.collect.segment_api import _basic_user, event_id_for, translate, uuid5_text
 from pipeline.identity import CONTACT_NAMESPACE
 
 AID = "3b2c7f9e-1c1a-4a8e-9d55-3f0e2b1d9c01"
@@ -75,3 +75,10 @@ def test_basic_auth_gives_the_user_name() -> None:
     assert _basic_user(f"Basic {token}") == "wk_key"
     assert _basic_user("Basic !!!") is None
     assert _basic_user("Bearer wk_key") is None
+
+
+@pytest.mark.parametrize(
+    "name", ["", "acme:ajs-next-1700000000000-abc", "acme:ünïcode-中", "x" * 300]
+)
+def test_uuid5_text_is_uuid5(name: str) -> None:
+    assert uuid5_text(name) == str(uuid.uuid5(CONTACT_NAMESPACE, name))
