@@ -432,7 +432,10 @@ def _print_rows(columns: list[str], rows: list[list[Any]], fmt: str, out: Any) -
         table = Table(*columns)
         for row in rows:
             table.add_row(*(str(v) for v in row))
-        Console(file=out).print(table)
+        # As wide as the values: never an id cut to "3b2c7f9e-1c1a-…" at 80 columns (a
+        # narrower terminal wraps the lines instead)
+        width = Console(file=out, width=100_000).measure(table).maximum
+        Console(file=out, width=max(width, 20)).print(table)
 
 
 @main.command()
