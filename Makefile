@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test soak lint bench broker broker-stop install system-deps schemas clean help
+.PHONY: run test soak lint bench broker broker-stop install system-deps test-deps schemas clean help
 
 help:
 	@sed -n '2,7p' Makefile
@@ -34,15 +34,13 @@ $(SDK_STAMP): tests/sdk/package.json tests/sdk/package-lock.json
 	cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error
 	@touch $(SDK_STAMP)
 
-# Java and Maven run the local Kafka broker; Chromium runs the JS tag's browser test; wrk is the
-# load generator of `make bench` (bench/collector.py).
+# Java and Maven run the local Kafka broker (what `make run` needs); Chromium runs the browser
+# tests and `wrk` is the load generator of `make bench` (bench/collector.py): test tools only.
 # Installed with apt-get only when missing and when we are root (CI); otherwise we say what to do.
-system-deps:
+define apt_install
 	@missing=""; \
-	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
-	command -v mvn >/dev/null || missing="$$missing maven"; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
-	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	for pair in $(1); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
@@ -52,6 +50,13 @@ system-deps:
 	    echo "missing system packages:$$missing (install them, e.g. sudo apt-get install$$missing)"; \
 	  fi; \
 	fi
+endef
+
+system-deps:
+	$(call apt_install,java:openjdk-17-jre-headless mvn:maven)
+
+test-deps: system-deps
+	$(call apt_install,chromium:chromium wrk:wrk)
 
 broker: $(STAMP) system-deps
 	$(BIN)/ma-pipeline broker start
@@ -62,12 +67,12 @@ broker-stop: $(STAMP)
 run: $(STAMP) system-deps
 	$(BIN)/ma-pipeline run
 
-test: $(STAMP) $(SDK_STAMP) system-deps
+test: $(STAMP) $(SDK_STAMP) test-deps
 	$(BIN)/pytest -q
 
 # Long soaks, not in `make test`: 30 fresh starts (half with two workers) and 20 kill -9 cycles
 # under a CPU hog; figures in soak/results.json.
-soak: $(STAMP) system-deps
+soak: $(STAMP) test-deps
 	MA_SOAK=1 $(BIN)/pytest -q tests/soak
 
 lint: $(STAMP)
@@ -75,7 +80,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check pipeline tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP) system-deps
+bench: $(STAMP) test-deps
 	$(BIN)/python -m bench
 
 schemas: $(STAMP)
