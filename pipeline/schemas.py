@@ -33,6 +33,7 @@ SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {  # RootModels are BaseModels
     # the worker's internal topics (pipeline/models/internal.py): not a public contract
     "x.contact-work": (internal.ContactWork, "ma.x.contact-work value: stage 1 → stage 2"),
     "x.cookie-commands": (internal.CookieCommand, "ma.x.cookie-commands value: stage 2 → 1"),
+    "x.decisions": (internal.TriggerDecision, "ma.x.decisions value: a trigger skipped, why"),
     "x.anonymous-events": (
         internal.AnonymousEvent,
         "ma.x.anonymous-events value: stage 1 → the sink",

@@ -28,6 +28,8 @@ Every variable read (defaults in brackets):
 - ``MA_DELIVER_WEB_HOST``, ``MA_DELIVER_WEB_PORT``  ``ma-pipeline deliver``'s API (health,
                              metrics) [``127.0.0.1``, 6068]
 - ``MA_SEGMENT_REFRESH``     seconds between recomputing segment membership for profiles [60]
+- ``MA_CONSOLE_TOKEN``       the console's token (``/console`` on the worker API) [unset]
+- ``MA_COLLECTOR_METRICS_URL`` where the console reads the collector's counters [its /metrics]
 - ``MA_APP_ID``              Faust application id and consumer-group prefix [``ma-pipeline``]
 - ``MA_STORE``               Faust table store, ``rocksdb://`` or ``memory://`` [``rocksdb://``]
 - ``MA_ORDER_WAIT``          seconds an event may take from the collector stamping it to Kafka;

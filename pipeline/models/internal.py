@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from pipeline.models.contacts import ContactUpdate
+from pipeline.models.types import UtcDatetime
 
 Src = Annotated[
     list[int],
@@ -166,3 +167,16 @@ class CookieCommand(RootModel[object]):
 
 class AnonymousEvent(RootModel[object]):
     root: EventHandOver
+
+
+class TriggerDecision(_Message):
+    """``ma.x.decisions``: a trigger rule that did not fire for a subject, and why (both stages
+    → the sink's ``trigger_decisions``; the console's "suppressed by …")."""
+
+    contact_id: str | None
+    anonymous_id: str | None
+    at: UtcDatetime
+    rule: str
+    decision: Literal["skipped"]
+    reason: str = Field(description="e.g. suppressed:customer, no_consent, once_per, cancel_if")
+    event_id: str | None = Field(description="the event it was decided on; none at a due time")

@@ -19,7 +19,7 @@ from pipeline.sink import SinkWriter, rows_for
 from pipeline.sink.rows import ROW_KEYS
 from pipeline.sink.stored import key_expression, key_hashes
 from pipeline.sink.writer import TIME_COLUMNS
-from pipeline.topics import CONTACT_WORK
+from pipeline.topics import CONTACT_WORK, DECISIONS
 from tests.conftest import free_port
 from tests.integration.sink.conftest import Warehouse
 
@@ -147,7 +147,9 @@ async def test_the_filter_hashes_keys_as_clickhouse_does(warehouse: Warehouse) -
     attempt = {"trigger_id": "t-1", "destination": "crm", "attempt": 2, "status": "retrying",
                "http_status": 503, "error": "HTTP 503", "at": T0,
                "next_attempt_at": T0 + timedelta(seconds=5)}  # fmt: skip
-    values = [*topic_values(5), ("deliveries", attempt)]
+    decision = {"contact_id": None, "anonymous_id": "aid-1", "at": T0, "rule": "offer",
+                "decision": "skipped", "reason": "once_per", "event_id": "e-1"}  # fmt: skip
+    values = [*topic_values(5), ("deliveries", attempt), (DECISIONS, decision)]
     await SinkWriter(warehouse.clickhouse).write(rows_of(values), "t:0:0-35")
     for table, (columns, _) in ROW_KEYS.items():
         expression = key_expression(columns, TIME_COLUMNS)

@@ -20,7 +20,7 @@ from pipeline.models import (
     ScoreChange,
     Trigger,
 )
-from pipeline.models.internal import AnonymousEvent, ContactWork, CookieCommand
+from pipeline.models.internal import AnonymousEvent, ContactWork, CookieCommand, TriggerDecision
 from tests.integration.worker.conftest import Stack, eventually
 
 pytestmark = pytest.mark.integration
@@ -74,6 +74,7 @@ INTERNAL: dict[str, type[BaseModel]] = {
     "x.contact-work": ContactWork,
     "x.cookie-commands": CookieCommand,
     "x.anonymous-events": AnonymousEvent,
+    "x.decisions": TriggerDecision,
 }
 
 
@@ -86,7 +87,7 @@ async def test_every_internal_message_matches_its_schema(stack: Stack) -> None:
             await reader.settle(1.0)
         for value in reader.values:
             model.model_validate(value)
-            kinds.add(value["k"])
+            kinds.add(value.get("k", topic))
     assert {"wm", "event", "linked", "absorb", "update"} <= kinds, kinds
 
 
