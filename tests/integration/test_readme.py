@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, free_port
-from tests.integration.test_run import wait_for
+from tests.integration.test_run import run_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,19 +50,8 @@ def test_the_readme_scenario_has_four_steps_each_with_its_output() -> None:
 
 def test_the_first_scenario_works_as_written(tmp_path: Path) -> None:
     http_port, worker_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MA_")}
-    env |= {
-        "MA_DATA_DIR": str(tmp_path / "data"),
-        "MA_CACHE_DIR": str(REPO / ".cache"),
-        "MA_CLICKHOUSE_URL": f"chdb://{tmp_path / 'data' / 'clickhouse'}",
-        "MA_BROKER_PORT": str(free_port()),
-        "MA_BROKER_CONTROLLER_PORT": str(free_port()),
-        "MA_HTTP_PORT": str(http_port),
+    env = run_env(tmp_path, http_port, worker_port) | {
         "MA_PUBLIC_URL": f"http://127.0.0.1:{http_port}",
-        "MA_WORKER_WEB_PORT": str(worker_port),
-        "MA_CONFIG": str(REPO / "config" / "rules.yaml"),
-        "MA_SEGMENT_REFRESH": "2",
-        "PYTHONUNBUFFERED": "1",
         # `. .venv/bin/activate`: ma-pipeline on the PATH
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }

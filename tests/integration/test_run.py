@@ -35,10 +35,11 @@ def wait_for(log: Path, needle: str, popen: subprocess.Popen[bytes], timeout: fl
         time.sleep(0.2)
 
 
-def test_run_starts_broker_worker_and_collector_and_ctrl_c_stops_them(tmp_path: Path) -> None:
-    http_port, worker_port = free_port(), free_port()
+def run_env(tmp_path: Path, http_port: int, worker_port: int) -> dict[str, str]:
+    """The environment of a ``ma-pipeline run`` of its own: data in ``tmp_path``, free ports,
+    the example rules, nothing of the caller's ``MA_*``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MA_")}
-    env |= {
+    return env | {
         "MA_DATA_DIR": str(tmp_path / "data"),
         "MA_CACHE_DIR": str(REPO / ".cache"),
         "MA_CLICKHOUSE_URL": f"chdb://{tmp_path / 'data' / 'clickhouse'}",
@@ -50,6 +51,11 @@ def test_run_starts_broker_worker_and_collector_and_ctrl_c_stops_them(tmp_path: 
         "MA_SEGMENT_REFRESH": "2",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def test_run_starts_broker_worker_and_collector_and_ctrl_c_stops_them(tmp_path: Path) -> None:
+    http_port, worker_port = free_port(), free_port()
+    env = run_env(tmp_path, http_port, worker_port)
     log = tmp_path / "run.log"
     with open(log, "ab") as out:
         popen = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run"], cwd=REPO,
