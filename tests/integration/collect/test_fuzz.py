@@ -286,40 +286,39 @@ async def test_random_bytes_bodies_are_answered_and_accounted_for(
     await check_topics(collector, tally)
 
 
-@pytest.mark.parametrize("name", sorted(NASTY_BODIES))
-async def test_each_nasty_body_is_answered_and_accounted_for(
-    collector: RunningCollector, name: str
-) -> None:
+async def test_each_nasty_body_is_answered_and_accounted_for(collector: RunningCollector) -> None:
     """Each of them once, not only when the random draw picks it (deep nesting was a 500)."""
     tally = Tally()
-    await post_and_check(collector, NASTY_BODIES[name](), {}, tally)
+    for name in sorted(NASTY_BODIES):
+        await post_and_check(collector, NASTY_BODIES[name](), {}, tally)
     await check_topics(collector, tally)
 
 
 SEGMENT_PATHS = ["/v1/batch", "/v1/track", "/v1/b"]  # the envelope, a single call, analytics.js
 
 
-@pytest.mark.parametrize("path", SEGMENT_PATHS)
-@pytest.mark.parametrize("name", sorted(NASTY_BODIES))
 async def test_each_nasty_body_on_segments_api_is_answered_in_its_shape(
-    collector: RunningCollector, name: str, path: str
+    collector: RunningCollector,
 ) -> None:
     """Segment's endpoints, with an SDK's Basic-auth key: Segment's answer, never a 5xx, and a
     dead letter for every refusal."""
     key = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
-    response = await collector.http.post(
-        f"{collector.url}{path}",
-        data=NASTY_BODIES[name](),
-        headers={"Authorization": f"Basic {key}", "Content-Type": "application/json"},
-    )
-    answer = codec.loads(await response.read())
-    assert response.status in (200, 400, 413), (response.status, answer)
-    letters = await collector.values("dead-letter")
-    if response.status == 200:
-        assert answer == {"success": True}
-    else:
-        assert {"code", "message"} <= set(answer) and answer["message"]
-        assert len(letters) == 1, letters
+    refused = 0
+    for path in SEGMENT_PATHS:
+        for name in sorted(NASTY_BODIES):
+            response = await collector.http.post(
+                f"{collector.url}{path}",
+                data=NASTY_BODIES[name](),
+                headers={"Authorization": f"Basic {key}", "Content-Type": "application/json"},
+            )
+            answer = codec.loads(await response.read())
+            assert response.status in (200, 400, 413), (path, name, response.status, answer)
+            if response.status == 200:
+                assert answer == {"success": True}, (path, name)
+            else:
+                assert {"code", "message"} <= set(answer) and answer["message"], (path, name)
+                refused += 1
+    assert len(await collector.values("dead-letter")) >= refused
     await no_server_errors(collector)
 
 
