@@ -117,10 +117,10 @@ class SegmentEndpoints:
         )
         await response.prepare(request)
         if fmt == "csv":
-            await response.write(_csv_chunk([columns]))
+            await response.write(csv_chunk([columns]))
         for start in range(0, len(rows), EXPORT_CHUNK_ROWS):
             chunk = rows[start : start + EXPORT_CHUNK_ROWS]
-            await response.write(_csv_chunk(chunk) if fmt == "csv" else _json_chunk(columns, chunk))
+            await response.write(csv_chunk(chunk) if fmt == "csv" else _json_chunk(columns, chunk))
         await response.write_eof()
         return response
 
@@ -162,7 +162,8 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _csv_chunk(rows: list[list[Any]]) -> bytes:
+def csv_chunk(rows: list[list[Any]]) -> bytes:
+    """Rows as ``ma-pipeline segments export`` writes them in CSV (the console's export too)."""
     out = io.StringIO()
     writer = csv.writer(out)
     for row in rows:

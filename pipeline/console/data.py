@@ -11,19 +11,15 @@ Each query is a constant of this module so that a test can run the same SQL thro
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.lag import consumer_lag
 from pipeline.settings import Settings
-
-log = logging.getLogger(__name__)
 
 #: (sql, parameters) → (columns, rows); raises ``ConsoleDataUnavailable`` when ClickHouse is away
 Reader = Callable[[str, dict[str, Any]], Awaitable[tuple[list[str], list[list[Any]]]]]
@@ -139,13 +135,25 @@ def sql(template: str, database: str) -> str:
 
 
 # -- Prometheus counters of the pieces ----------------------------------------------------------
-def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Prometheus text → ``{sample name: [(labels, value)]}``."""
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def parse_metrics(text: str) -> Samples:
+    """Prometheus text (another process's ``/metrics``) → ``{sample name: [(labels, value)]}``."""
+    return _by_name(text_string_to_metric_families(text))
+
+
+def samples(registry: CollectorRegistry) -> Samples:
+    """The same of a registry of this process (the worker's own counters)."""
+    return _by_name(registry.collect())
+
+
+def _by_name(families: Iterable[Metric]) -> Samples:
+    found: Samples = {}
+    for family in families:
         for sample in family.samples:
-            samples.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
-    return samples
+            found.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+    return found
 
 
 def total(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **match: str) -> float:
@@ -181,25 +189,3 @@ async def collector_metrics(settings: Settings) -> dict[str, list[tuple[dict[str
             return parse_metrics(await response.text())
     except (aiohttp.ClientError, TimeoutError):
         return {}
-
-
-class LagCache:
-    """Consumer lag per group and topic (``ma-pipeline lag``), asked of the broker at most every
-    ``every`` seconds: each page view and chart refresh must not cost admin requests."""
-
-    def __init__(self, settings: Settings, every: float = 10.0) -> None:
-        self.settings = settings
-        self.every = every
-        self.value: dict[str, dict[str, int]] = {}
-        self._at = 0.0
-        self._lock = asyncio.Lock()
-
-    async def get(self) -> dict[str, dict[str, int]]:
-        async with self._lock:
-            if time.monotonic() - self._at >= self.every:
-                try:
-                    self.value = await asyncio.wait_for(consumer_lag(self.settings), 5)
-                except Exception as exc:  # the broker is away: keep the last figures
-                    log.debug("consumer lag not available: %s", exc)
-                self._at = time.monotonic()
-        return self.value

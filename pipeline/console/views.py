@@ -16,9 +16,7 @@ Routes (all behind ``ConsoleGuard``)::
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +26,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from pipeline import codec
+from pipeline.collect.segments import csv_chunk
 from pipeline.console import data
 from pipeline.console.auth import ConsoleGuard
 from pipeline.console.data import ConsoleDataUnavailable, Reader, sql
@@ -81,7 +80,6 @@ class Console:
         self.db = worker.settings.clickhouse_database
         self.read = reader
         self.guard = ConsoleGuard(worker.settings, worker.rules)
-        self.lag = data.LagCache(worker.settings)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/console", self.index)
@@ -149,14 +147,10 @@ class Console:
             raise web.HTTPNotFound(text=f"no segment {name!r} in the rules")
         compiled = compile_segment(segment, self.db, half_life=rules.scoring.half_life)
         columns, rows = await self.read(compiled.export_sql(self.db), compiled.parameters)
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(columns or list(EXPORT_COLUMNS))
-        for row in rows:
-            writer.writerow([_csv_cell(v) for v in row])
         return web.Response(
-            text=out.getvalue(),
+            body=csv_chunk([columns or list(EXPORT_COLUMNS)]) + csv_chunk(rows),
             content_type="text/csv",
+            charset="utf-8",
             headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{name}.csv"'},
         )
 
@@ -229,12 +223,7 @@ class Console:
     # -- pages --------------------------------------------------------------------------------
     async def _health(self, request: web.Request) -> str:
         figures = await health_figures(self)
-        lag = await self.lag.get()
-        lag_rows = [
-            [group, topic, n]
-            for group, topics in sorted(lag.items())
-            for topic, n in sorted(topics.items())
-        ]
+        lag_rows = figures["lag by topic"]
         letters = figures["dead letters by reason"]
         cards = "".join(
             [
@@ -582,19 +571,15 @@ def _reason_words(reason: str) -> str:
     return REASONS.get(reason, reason)
 
 
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, dict | list):
-        return codec.dumps(value).decode()
-    if isinstance(value, datetime):
-        return codec.dumps(value).decode().strip('"')
-    return value
-
-
 # -- feeds ----------------------------------------------------------------------------------------
 async def health_figures(console: Console) -> dict[str, Any]:
     collector = await data.collector_metrics(console.settings)
-    worker = data.parse_metrics(_worker_metrics(console.worker))
-    lag = await console.lag.get()
+    worker = data.samples(console.worker.metrics.registry)
+    # what the worker measures every 15 s (ma_consumer_lag), not asked of the broker again
+    lag = sorted(
+        [labels["group"], labels["topic"], int(value)]
+        for labels, value in worker.get("ma_consumer_lag", [])
+    )
     letters = data.by_label(collector, "ma_events_rejected_total", "source", "reason")
     for source, value in data.by_label(worker, "ma_worker_dead_letters_total", "source").items():
         letters[f"worker · {source}"] = letters.get(f"worker · {source}", 0) + value
@@ -607,18 +592,13 @@ async def health_figures(console: Console) -> dict[str, Any]:
         "accepted": int(data.total(collector, "ma_events_accepted_total")),
         "rejected": int(data.total(collector, "ma_events_rejected_total")),
         "unavailable": int(data.total(collector, "ma_http_requests_total", status="503")),
-        "lag": sum(sum(topics.values()) for topics in lag.values()),
+        "lag": sum(n for _, _, n in lag),
+        "lag by topic": lag,
         "sink_retries": int(data.total(worker, "ma_sink_retries_total")),
         "delivery_retries": int(deliveries[0][0]) if deliveries else 0,
         "collector_reachable": bool(collector),
         "dead letters by reason": {k: int(v) for k, v in letters.items() if v},
     }
-
-
-def _worker_metrics(worker: Worker) -> str:
-    from prometheus_client import generate_latest
-
-    return generate_latest(worker.metrics.registry).decode()
 
 
 async def _health_feed(console: Console) -> dict[str, Any]:
