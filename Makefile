@@ -67,8 +67,12 @@ broker-stop: $(STAMP)
 run: $(STAMP) system-deps
 	$(BIN)/ma-pipeline run
 
+# Two processes (pytest-xdist), each test file whole on one of them with its own broker: the
+# suite mostly waits on brokers, workers and timers, so this halves its time on two cores.
+TEST_PROCESSES ?= 2
+
 test: $(STAMP) $(SDK_STAMP) test-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_PROCESSES) --dist loadfile
 
 # Long soaks, not in `make test`: 30 fresh starts (half with two workers) and 20 kill -9 cycles
 # under a CPU hog; figures in soak/results.json.

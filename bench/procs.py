@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -53,9 +54,17 @@ class Child:
         log = ctx.scratch / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         environment = {**os.environ, **settings.as_env(), **(env or {}), "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, *args]
+        if profile := os.environ.get("MA_BENCH_PROFILE"):
+            # py-spy on PATH: each child's samples, collapsed stacks, in that folder
+            folder = Path(profile)
+            folder.mkdir(parents=True, exist_ok=True)
+            out_file = folder / f"{name}.txt"
+            command = ["py-spy", "record", "--format", "raw", "-r", "200", "-o", str(out_file)]
+            command += ["--", *[sys.executable, *args]]
         with open(log, "ab") as out:
             popen = subprocess.Popen(
-                [sys.executable, *args],
+                command,
                 cwd=REPO,
                 env=environment,
                 stdout=out,
@@ -101,6 +110,12 @@ class Child:
 
     def stop(self, timeout: float = 20) -> None:
         """SIGTERM (then SIGKILL) the child's process group and wait for it."""
+        if self.popen.poll() is None and os.environ.get("MA_BENCH_PROFILE"):
+            # py-spy writes its samples once the process it watches has exited
+            for child in _children(self.popen.pid):
+                os.kill(child, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout)
         if self.popen.poll() is None:
             os.killpg(self.popen.pid, signal.SIGTERM)
             try:
@@ -111,6 +126,14 @@ class Child:
         # waited for: its CPU now shows in our own cutime, no longer under its pid
         if self.popen.pid in self.ctx.pids:
             self.ctx.pids.remove(self.popen.pid)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(each) for each in text.split()]
 
 
 def worker_settings(ctx: BenchContext, name: str, **more: object) -> Settings:

@@ -52,11 +52,28 @@ class EventMatch(BaseModel):
         return value
 
     @cached_property
-    def _url_patterns(self) -> list[tuple[bool, re.Pattern[str]]]:
-        return [
-            (glob.startswith("http"), re.compile(fnmatch.translate(glob.replace("**", "*"))))
-            for glob in self.url or ()
-        ]
+    def _conditions(self) -> tuple[tuple[tuple[str, tuple[Any, ...]], ...], Any, Any]:
+        """What ``matches`` tests, compiled once: (event field, allowed values) for each list
+        given, then one regular expression for all path globs and one for all URL globs."""
+        fields = (("type", "type"), ("name", "name"), ("campaign", "campaign_id"))
+        lists = tuple(
+            (key, tuple(allowed))
+            for name, key in (*fields, ("form_id", "form_id"))
+            if (allowed := getattr(self, name)) is not None
+        )
+
+        def one(globs: list[str]) -> Any:
+            if not globs:
+                return None
+            either = "|".join(f"(?:{fnmatch.translate(g.replace('**', '*'))})" for g in globs)
+            return re.compile(either).match
+
+        urls = self.url or []
+        return (
+            lists,
+            one([g for g in urls if not g.startswith("http")]),
+            one([g for g in urls if g.startswith("http")]),
+        )
 
     def accepts_type(self, kind: str | None) -> bool:
         """Could an event of this type match (its other fields aside)?"""
@@ -64,17 +81,12 @@ class EventMatch(BaseModel):
 
     def matches(self, event: dict[str, Any]) -> bool:
         """True when the event (a ``ma.events`` value as a dict) meets every condition."""
-        if self.type is not None and event.get("type") not in self.type:
-            return False
-        if self.name is not None and event.get("name") not in self.name:
-            return False
-        if self.campaign is not None and event.get("campaign_id") not in self.campaign:
-            return False
-        if self.form_id is not None and event.get("form_id") not in self.form_id:
-            return False
-        if self.url is not None:
-            path = event.get("path") or ""
-            url = event.get("url") or ""
-            if not any(p.match(url if whole else path) for whole, p in self._url_patterns):
+        lists, path_glob, url_glob = self._conditions
+        for key, allowed in lists:
+            if event.get(key) not in allowed:
                 return False
+        if self.url is not None:
+            if path_glob is not None and path_glob(event.get("path") or ""):
+                return True
+            return url_glob is not None and url_glob(event.get("url") or "") is not None
         return True

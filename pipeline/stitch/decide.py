@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from pipeline.identity import contact_id_for, email_rejection, normalize_email
@@ -97,10 +98,16 @@ def evidence_for(event: dict[str, Any]) -> str | None:
         return contact
     if kind in ("form_submit", "identify"):
         email = event.get("email")
-        if not isinstance(email, str) or email_rejection(normalize_email(email)) is not None:
-            return None
-        return str(contact_id_for(email))
+        return _claimed(email) if isinstance(email, str) else None
     return None
+
+
+@lru_cache(maxsize=8192)
+def _claimed(email: str) -> str | None:
+    """The contact id a usable email names; asked several times per event, by both stages."""
+    if email_rejection(normalize_email(email)) is not None:
+        return None
+    return str(contact_id_for(email))
 
 
 def decide(

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
@@ -96,16 +96,19 @@ class Committer:
     def emit(self, outs: Iterable[Out], pending: list[Any] | None = None) -> None:
         """Queue records for ``drain(pending)``; without ``pending`` they are sent at once."""
         records = pending if pending is not None else []
-        produced = self._produced
+        counts: dict[str, int] = {}
         topics = self._topic_names
+        dumps = codec.dumps
         for out in outs:
-            value = codec.dumps(out.value) if out.value is not None else None
+            value = dumps(out.value) if out.value is not None else None
             key = out.key.encode() if out.key is not None else None
             if out.partition is None:
                 records.append((topics[out.topic], key, value))
             else:
                 records.append((topics[out.topic], key, value, out.partition))
-            produced[out.topic].inc()
+            counts[out.topic] = counts.get(out.topic, 0) + 1
+        for topic, n in counts.items():  # a metric's lock once per topic, not per record
+            self._produced[topic].inc(n)
         if pending is None and records:
             task = asyncio.ensure_future(self.drain(records))
             self._sending.add(task)
@@ -301,11 +304,20 @@ def _log_failure(task: asyncio.Future[None]) -> None:
         log.error("a batch could not be made durable: %r", task.exception())
 
 
+#: decoded records a stage keeps between its batches (``Stage.record``), most recently used
+RECORDS_KEPT = 20_000
+
+
 class Stage:
     """What each stage (``stitch.StitchStage``, ``contact.ContactStage``) is given: the Faust
     app, the settings, the rules in force, the clock, the committer, its table and its due
     table (with its ``DueIndex``), and a lock: a batch and the stage's time-driven work
-    exclude each other."""
+    exclude each other.
+
+    A stage reads its keys' state with ``record(key)``: the record as it last decided it,
+    kept decoded between batches (the very object it mutates and commits), else decoded from
+    the committer's state (``decode``). The kept records are dropped at each rebalance (a
+    recovery may have changed the store) and an erased key's as it is deleted (``drop``)."""
 
     def __init__(
         self,
@@ -326,7 +338,37 @@ class Stage:
         self.due_table = due_table
         self.due = committer.due[due_table] = DueIndex(due_table)
         self.lock = asyncio.Lock()
+        self._records: OrderedDict[str, Any] = OrderedDict()
+        self._records_generation = -1
         self._own()
 
     def _own(self) -> None:
         """A stage's own fields (after the shared ones)."""
+
+    def decode(self, key: str, data: Any) -> Any:
+        """The stage's record of ``key`` from its decoded state (None: a key never seen)."""
+        raise NotImplementedError
+
+    def fresh(self) -> None:
+        """Forget the kept records if the group has rebalanced since they were kept: called
+        before a batch or a time-driven pass reads any."""
+        generation = self.app.consumer_generation_id
+        if generation != self._records_generation:
+            self._records.clear()
+            self._records_generation = generation
+
+    def record(self, key: str) -> Any:
+        """The record of ``key`` as this stage last decided it (see the class docstring)."""
+        records = self._records
+        record = records.get(key)
+        if record is None:
+            record = records[key] = self.decode(key, self.out.load(self.table, key))
+            if len(records) > RECORDS_KEPT:
+                records.popitem(last=False)
+        else:
+            records.move_to_end(key)
+        return record
+
+    def drop(self, key: str) -> None:
+        """Stop keeping ``key``'s record (its state is being deleted)."""
+        self._records.pop(key, None)

@@ -57,6 +57,7 @@ class ContactStage(Stage):
         pending: list[Any] = []
         records: dict[str, ContactRecord] = {}
         wall = asyncio.get_running_loop().time()
+        self.fresh()
         for event in batch:
             message = event.message
             try:
@@ -88,9 +89,7 @@ class ContactStage(Stage):
                     continue  # for the sink
                 if key is None:
                     raise ValueError("contact-work message without a key")
-                record = records.get(key) or ContactRecord.from_dict(
-                    key, out.load(self.contacts, key)
-                )
+                record = records.get(key) or self.record(key)
                 records[key] = record
                 if already_applied(
                     record.offsets, message.topic, message.partition, message.offset
@@ -134,7 +133,7 @@ class ContactStage(Stage):
         for raw_key in self.due.pop_due(lambda q: limits.get(q, NEVER)):
             key = raw_key.decode()
             if key not in records:
-                records[key] = ContactRecord.from_dict(key, self.out.load(self.contacts, key))
+                records[key] = self.record(key)
         for key, record in records.items():
             q = self.contacts.data.partition_of(key.encode())
             try:
@@ -145,7 +144,13 @@ class ContactStage(Stage):
                 self.out.dead_letter("worker:contact", exc, codec.dumps(record.to_dict()), pending)
                 record.inbox.clear()
 
+    def decode(self, key: str, data: Any) -> ContactRecord:
+        return ContactRecord.from_dict(key, data)
+
     def _states(self, records: dict[str, ContactRecord]) -> list[State]:
+        for key, record in records.items():
+            if record.erased:
+                self.drop(key)
         return [
             (
                 self.contacts,
@@ -165,6 +170,7 @@ class ContactStage(Stage):
             pending: list[Any] = []
             counters = Counters()
             records: dict[str, ContactRecord] = {}
+            self.fresh()
             self._release(records, self.rules.rules, counters, pending)
             await self.out.commit(STAGE, pending, self._states(records))
             self.out.count(counters)

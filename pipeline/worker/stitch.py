@@ -69,11 +69,12 @@ class StitchStage(Stage):
             out.emit(self.watermarks(busy=woken), pending)
         records: dict[str, CookieRecord] = {}
         scrub: list[tuple[Any, str]] = []
+        self.fresh()
 
         def cookie(key: str) -> CookieRecord:
             record = records.get(key)
             if record is None:
-                record = records[key] = CookieRecord.from_dict(out.load(self.cookies, key))
+                record = records[key] = self.record(key)
             return record
 
         for event in batch:
@@ -134,6 +135,9 @@ class StitchStage(Stage):
         out.metrics.processed.labels("stitch").inc(len(batch))
         out.count(counters)
 
+    def decode(self, key: str, data: Any) -> CookieRecord:
+        return CookieRecord.from_dict(data)
+
     def _state(self, key: str, record: CookieRecord) -> State:
         return (self.cookies, self.cookie_due, key, record.to_dict(), record.triggers.next_due())
 
@@ -193,9 +197,10 @@ class StitchStage(Stage):
                 for p, w in ((int(name[1:]), w) for name, w in self._claimed.items())
             }
             states = []
+            self.fresh()
             for raw_key in self.due.pop_due(lambda p: claims.get(f"e{p}", NEVER)):
                 key = raw_key.decode()
-                cookie = CookieRecord.from_dict(out.load(self.cookies, key))
+                cookie = self.record(key)
                 upto = claims.get(f"e{self.cookies.data.partition_of(raw_key)}", NEVER)
                 while (due := cookie.triggers.next_due()) is not None and due <= upto:
                     out.emit(due_step(cookie, rules, due, counters, anonymous_id=key), pending)

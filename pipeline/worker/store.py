@@ -28,7 +28,7 @@ from typing import Any
 import rocksdict
 from faust.stores import memory, rocksdb
 
-from pipeline.kafka import partition_for
+from pipeline.kafka import murmur2
 
 
 class _Keyed:
@@ -37,7 +37,8 @@ class _Keyed:
     table: Any
 
     def partition_of(self, key: bytes) -> int:
-        return partition_for(key, list(range(self.table.partitions)))
+        partitions: int = self.table.partitions
+        return (murmur2(key) & 0x7FFFFFFF) % partitions  # as ``partition_for``
 
 
 class RocksDBStore(_Keyed, rocksdb.Store):

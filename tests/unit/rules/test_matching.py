@@ -32,6 +32,16 @@ from pipeline.rules import EventMatch, format_duration, parse_duration
             True,
         ),
         ({}, {"type": "anything"}, True),
+        # several globs, paths and whole URLs mixed: any one of them
+        (
+            {"url": ["/pricing*", "https://shop.acme.io/*", "/docs/?"]},
+            {"url": "https://shop.acme.io/cart", "path": "/cart"},
+            True,
+        ),
+        ({"url": ["/pricing*", "/docs/?"]}, {"path": "/docs/a"}, True),
+        ({"url": ["/pricing*", "/docs/?"]}, {"path": "/docs/ab"}, False),
+        ({"url": ["https://shop.acme.io/*"]}, {"url": "https://www.acme.io/x", "path": "/x"}, False),
+        ({"url": "/pricing*"}, {"type": "page_view"}, False),  # no path at all
     ],
 )
 def test_event_matches(match: dict[str, object], event: dict[str, object], expected: bool) -> None:
