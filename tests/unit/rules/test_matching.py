@@ -40,7 +40,7 @@ from pipeline.rules import EventMatch, format_duration, parse_duration
         ),
         ({"url": ["/pricing*", "/docs/?"]}, {"path": "/docs/a"}, True),
         ({"url": ["/pricing*", "/docs/?"]}, {"path": "/docs/ab"}, False),
-        ({"url": ["https://shop.acme.io/*"]}, {"url": "https://www.acme.io/x", "path": "/x"}, False),
+        ({"url": "https://shop.acme.io/*"}, {"url": "https://acme.io/x", "path": "/x"}, False),
         ({"url": "/pricing*"}, {"type": "page_view"}, False),  # no path at all
     ],
 )
