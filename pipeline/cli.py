@@ -682,32 +682,105 @@ def forget(ctx: click.Context, email: str, wait: bool, timeout: float) -> None:
 )
 @click.pass_context
 def demo(ctx: click.Context, visitors: int, seed: int, crm_key: str | None) -> None:
-    """Send realistic synthetic traffic to the running pipeline and print a summary."""
+    """Send a small company's day (CRM import, a campaign, visitors, a scanner, a kiosk) to the
+    running pipeline; print what it made of this run and where to look next."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
     from pipeline.demo import EXAMPLE_CRM_KEY, run_demo
     from pipeline.rules import RulesError, load_rules
 
     settings = _settings(ctx)
-    try:
-        rules = load_rules(settings.config)
-        summary = _run(
-            run_demo(
-                settings, rules, visitors=visitors, seed=seed, crm_key=crm_key or EXAMPLE_CRM_KEY
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        transient=True, console=Console(stderr=True),  # the summary alone on stdout
+    ) as progress:  # fmt: skip
+        tasks: dict[str, Any] = {}
+
+        def tell(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = progress.add_task(step, total=max(total, 1))
+            progress.update(tasks[step], completed=done, total=max(total, 1))
+
+        try:
+            rules = load_rules(settings.config)
+            summary = _run(
+                run_demo(
+                    settings,
+                    rules,
+                    visitors=visitors,
+                    seed=seed,
+                    crm_key=crm_key or EXAMPLE_CRM_KEY,
+                    progress=tell,
+                )
             )
-        )
-    except (RulesError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    except OSError as exc:
-        raise click.ClickException(
-            f"cannot reach the collector on port {settings.http_port} ({exc}): start the "
-            "pipeline first with `make run` (or `ma-pipeline run`)"
-        ) from exc
-    click.echo(
-        f"sent {summary.visitors} visitors: {summary.requests} requests, "
-        f"{summary.accepted} events accepted, {summary.rejected} rejected, "
-        f"{summary.clicks} email clicks, {summary.contacts_synced} CRM contacts"
+        except (RulesError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot reach the collector on port {settings.http_port} ({exc}): start the "
+                "pipeline first with `make run` (or `ma-pipeline run`)"
+            ) from exc
+    _print_demo(settings, summary, seed)
+
+
+def _print_demo(settings: Any, summary: Any, seed: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 100)
+    rejected = sum(summary.rejected.values())
+    console.print(
+        f"sent {summary.visitors} visitors: {summary.requests} requests, {summary.events} "
+        f"events accepted, {rejected} rejected, {summary.clicks} email clicks, "
+        f"{summary.contacts_synced} CRM contacts (seed {seed})",
+        soft_wrap=True,
     )
-    for name, value in summary.figures.items():
-        click.echo(f"  {name}: {value}")
+    if not summary.caught_up:
+        console.print(
+            "[yellow]the pipeline had not stored all of this run's events within a minute: "
+            "the figures below are partial (is the worker running?)[/]"
+        )
+    figures = summary.figures
+
+    def rows(title: str, name: str, columns: tuple[str, ...]) -> None:
+        value = figures.get(name)
+        if isinstance(value, str):  # unavailable, and why
+            console.print(f"{title}: {value}")
+            return
+        console.print(f"[bold]{title}[/]")
+        table = Table(*columns, box=None, pad_edge=False, header_style="dim")
+        for row in value or [["(none)", *([""] * (len(columns) - 1))]]:
+            table.add_row(*(str(v) for v in row))
+        console.print(table)
+
+    console.print()
+    console.print(
+        f"[bold]This run[/]: {figures.get('cookies seen', 0)} cookies, "
+        f"{figures.get('activation rate', 'no activation rate')}",
+        soft_wrap=True,
+    )
+    rows("identified by", "identified by", ("evidence", "cookies"))
+    rows("refused as evidence", "refused as evidence", ("reason", "count"))
+    rows("contacts by lifecycle stage", "contacts by stage", ("stage", "contacts"))
+    rows("triggers fired", "triggers fired", ("rule", "channel", "count"))
+    rows("triggers skipped", "triggers skipped", ("rule", "reason", "count"))
+    top = [row for row in figures.get("segments", []) if row[1]][:5]
+    figures["top segments"] = top
+    rows("top segments (this run's contacts)", "top segments", ("segment", "members"))
+    figures["dead letters"] = [[reason, n] for reason, n in summary.rejected.most_common()]
+    rows("dead letters by reason", "dead letters", ("reason", "count"))
+    console.print()
+    console.print("[bold]Look at this next[/]")
+    console_url = f"http://127.0.0.1:{settings.worker_web_port}/console"
+    console.print(f"  the console: {console_url}", soft_wrap=True)
+    for story, email in summary.featured.items():
+        console.print(f"  {story}: {console_url}/contact?email={email}", soft_wrap=True)
+    console.print(
+        '  why triggers did not fire: ma-pipeline query "SELECT rule, reason, count() '
+        'FROM trigger_decisions GROUP BY rule, reason ORDER BY 3 DESC"',
+        soft_wrap=True,
+    )
 
 
 # -- links -------------------------------------------------------------------------------------
