@@ -289,8 +289,9 @@ class Console:
 them and writing them out? Live: refreshed every 5 s.</p>{collector}
 <div class="grid">{cards}</div>
 <div class="cols">{self._chart("events-per-minute", "Events per minute by type (last hour)", self._sql(data.EVENTS_PER_MINUTE))}
-<div class="card"><h2>Dead letters by reason</h2>{self._table(["source · reason", "count"], [[k, v] for k, v in sorted(letters.items(), key=lambda kv: -kv[1])], {1})}</div></div>
-<div class="card"><h2>Consumer lag per group and topic</h2>{self._table(["group", "topic", "lag"], lag_rows, {2})}</div>"""
+{self._chart("dead-letters", "Dead letters by reason")}</div>
+<div class="cols">{self._chart("lag", "Consumer lag per group and topic")}
+<div class="card"><h2>Dead letters and lag, exactly</h2>{self._table(["source · reason", "count"], [[k, v] for k, v in sorted(letters.items(), key=lambda kv: -kv[1])], {1})}{self._table(["group", "topic", "lag"], lag_rows, {2})}</div></div>"""
 
     async def _activation(self, request: web.Request) -> str:
         seen = await self.scalar(data.COOKIES_SEEN)
@@ -667,8 +668,23 @@ async def _skipped_by_reason(console: Console) -> dict[str, Any]:
     return _bars([[f"{r[0]} · {r[1]}", r[2]] for r in rows], "skipped", horizontal=True)
 
 
+async def _dead_letters(console: Console) -> dict[str, Any]:
+    letters = (await health_figures(console))["dead letters by reason"]
+    rows = sorted(([k, v] for k, v in letters.items()), key=lambda r: (-r[1], r[0]))
+    return _bars(rows, "dead letters", horizontal=True)
+
+
+async def _lag(console: Console) -> dict[str, Any]:
+    rows = (await health_figures(console))["lag by topic"]
+    return _bars(
+        [[f"{group} · {topic}", lag] for group, topic, lag in rows], "records behind", True
+    )
+
+
 FEEDS: dict[str, Callable[[Console], Awaitable[Any]]] = {
     "health": _health_feed,
+    "dead-letters": _dead_letters,
+    "lag": _lag,
     "events-per-minute": _events_per_minute,
     "identified-by-path": _identified_by_path,
     "activation-by-day": _activation_by_day,

@@ -15,8 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pipeline import contact_id_for
+from pipeline import codec, contact_id_for
 from pipeline.console import data
+from pipeline.console.views import esc
 from pipeline.demo import run_demo
 from pipeline.rules import load_rules
 from pipeline.segments import compile_segment
@@ -148,6 +149,14 @@ async def test_the_figures_equal_what_query_gives(console: tuple[Stack, str]) ->
         assert metric(funnel, f"stage_{stage}") == str(stages.get(stage, 0))
     _, health, _ = await get(f"{base(stack)}/console/health", BEARER)
     assert metric(health, "events") == await scalar(data.EVENTS_TOTAL)
+    # the lag and dead-letter charts draw what the health page's tables say
+    _, lag, _ = await get(f"{base(stack)}/console/feed/lag", BEARER)
+    _, letters, _ = await get(f"{base(stack)}/console/feed/dead-letters", BEARER)
+    lag, letters = codec.loads(lag), codec.loads(letters)
+    assert (lag["type"], letters["type"]) == ("bar", "bar")
+    assert all(" · " in label for label in lag["labels"])
+    for label, count in zip(letters["labels"], letters["datasets"][0]["data"], strict=True):
+        assert f"{esc(label)}</td><td class=num>{count}</td>" in health
     _, triggers, _ = await get(f"{base(stack)}/console/triggers", BEARER)
     [[fired]] = await stack.query(f"SELECT count() FROM {db}.triggers")
     [[skipped]] = await stack.query(
