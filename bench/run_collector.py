@@ -8,6 +8,9 @@ in its own process so that the load generator does not share its core's GIL.
   generator comes from one IP), as the tests swap rules.
 - ``bare``: the same server setup with handlers on the same paths that do the least a server
   can: parse the JSON body and answer, answer the GIF, answer the redirect. No Kafka.
+- ``bare-produce``: ``bare`` that also produces each event to the broker with aiokafka's plain
+  ``send()`` and answers once it is acknowledged: the least a collector that keeps its promise
+  (an accepted event is on the topic) can do.
 
 Both print ``listening on <port>`` once they accept requests, and stop on SIGTERM.
 ``--profile FILE`` writes cProfile stats (to see where the collector spends its time).
@@ -63,6 +66,59 @@ def bare_app() -> web.Application:
     return app
 
 
+def bare_produce_app(settings: Settings) -> web.Application:
+    """``bare`` plus the work that makes a collector's answer mean something: every event of a
+    batch (and the pixel's and click's one) produced to the events topic with plain aiokafka
+    ``send()`` (acks=all, idempotent, as the collector's producer), answered once the broker
+    acknowledged them. Keyed by the event's cookie, as the collector keys them."""
+    from aiokafka import AIOKafkaProducer
+
+    topic = settings.topic("events")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=2
+    )
+
+    async def start(app: web.Application) -> None:
+        await producer.start()
+
+    async def stop(app: web.Application) -> None:
+        await producer.stop()
+
+    async def produce(events: list[dict[str, object]]) -> None:
+        sent = []
+        for event in events:
+            aid = event.get("anonymous_id") or event.get("anonymousId")
+            key = str(aid).encode() if aid else None
+            sent.append(await producer.send(topic, orjson.dumps(event), key=key))
+        await asyncio.gather(*sent)
+
+    async def batch(request: web.Request) -> web.Response:
+        envelope = orjson.loads(await request.read())
+        if "batch" in envelope:
+            await produce(envelope["batch"])
+            answer: dict[str, object] = {"success": len(envelope["batch"]) > 0}
+        else:
+            await produce(envelope["events"])
+            answer = {"accepted": len(envelope["events"]), "rejected": []}
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+    async def pixel(request: web.Request) -> web.Response:
+        await produce([{"type": "page_view", "anonymous_id": request.query.get("aid")}])
+        return web.Response(body=GIF, content_type="image/gif")
+
+    async def click(request: web.Request) -> web.Response:
+        await produce([{"type": "email_click", "token": request.match_info.get("token")}])
+        return web.Response(status=302, headers={"Location": "https://www.acme.example/pricing"})
+
+    app = web.Application()
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    app.router.add_post("/v1/batch", batch)
+    app.router.add_get("/v1/p.gif", pixel)
+    app.router.add_get("/c/{token}", click)
+    return app
+
+
 def collector_app(settings: Settings) -> web.Application:
     from pipeline.collect.app import Collector
     from pipeline.rules import RulesWatcher, parse_rules
@@ -74,7 +130,10 @@ def collector_app(settings: Settings) -> web.Application:
 
 async def serve(mode: str) -> None:
     settings = Settings()
-    app = collector_app(settings) if mode == "collector" else bare_app()
+    if mode == "collector":
+        app = collector_app(settings)
+    else:
+        app = bare_produce_app(settings) if mode == "bare-produce" else bare_app()
     # as pipeline.collect.server.serve sets it up
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()  # the collector connects its producer here (on_startup)
@@ -95,7 +154,7 @@ async def serve(mode: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run_collector")
-    parser.add_argument("mode", choices=("collector", "bare"))
+    parser.add_argument("mode", choices=("collector", "bare", "bare-produce"))
     parser.add_argument("--profile", type=Path, help="write cProfile stats here when stopped")
     args = parser.parse_args()
     if args.profile is None:
