@@ -122,11 +122,16 @@ class Consumer(faust_aiokafka.Consumer):
                 ait = getmany(timeout=1.0)
                 await self.sleep(0)
                 if not self.should_stop:
+                    # Faust's producer buffer holds almost nothing here (outputs and changelogs
+                    # go straight to aiokafka: pipeline.worker.produce); its size, a settings
+                    # look-up each time, is read once per 100 messages, not per message.
+                    roomy = buffer.size <= buffer.max_messages
                     async for tp, message in ait:
                         num_since_yield += 1
                         if num_since_yield > yield_every:
                             await sleep(0)
                             num_since_yield = 0
+                            roomy = buffer.size <= buffer.max_messages
                         offset = message.offset
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
@@ -138,11 +143,7 @@ class Consumer(faust_aiokafka.Consumer):
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                            if (
-                                not suspended()
-                                and flow_active()
-                                and buffer.size <= buffer.max_messages
-                            ):
+                            if not suspended() and flow_active() and roomy:
                                 # Nothing on the conductor's path can wait now (flow control
                                 # open, producer buffer below its mark, agent queues far larger
                                 # than a batch): no need for Faust's four tasks per message that
