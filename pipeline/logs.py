@@ -65,13 +65,24 @@ def configure(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    # Faust and aiokafka are chatty at INFO; they speak at WARNING unless MA_LOG_LEVEL=debug,
-    # which shows their INFO (rebalances, assignments, recovery).
-    noisy_level = logging.INFO if level.lower() == "debug" else logging.WARNING
-    for noisy in ("aiokafka", "kafka", "faust", "mode"):
-        logging.getLogger(noisy).setLevel(noisy_level)
+    quiet_libraries(level)
     if level.lower() != "debug":
         for name in AIOKAFKA_LOGGERS:
             logger = logging.getLogger(name)
             if not any(isinstance(f, RepeatFilter) for f in logger.filters):
                 logger.addFilter(RepeatFilter())
+
+
+def quiet_libraries(level: str) -> None:
+    """Faust, mode and aiokafka are chatty at INFO (every service starting, each partition
+    opened, a recovery table of every changelog partition); they speak at WARNING unless
+    MA_LOG_LEVEL=debug, which shows their INFO (rebalances, assignments, recovery)."""
+    noisy_level = logging.INFO if level.lower() == "debug" else logging.WARNING
+    for noisy in ("aiokafka", "kafka", "faust", "mode", *FAUST_SUBCLASS_MODULES):
+        logging.getLogger(noisy).setLevel(noisy_level)
+
+
+#: Modules whose classes extend Faust's services (consumer, table manager, recovery, stores):
+#: mode names a service's logger after its class's module, so Faust's own INFO lines (each
+#: service starting, every partition opened, the recovery tables) log under these names.
+FAUST_SUBCLASS_MODULES = ("pipeline.worker.faust_fixes", "pipeline.worker.store")

@@ -68,6 +68,10 @@ def test_run_starts_broker_worker_and_collector_and_ctrl_c_stops_them(tmp_path: 
         assert f"collector  http://127.0.0.1:{http_port}" in text
         assert text.index("collector listening") < text.index("collector  http://127.0.0.1")
         assert "broker     127.0.0.1:" in text and "local KRaft" in text
+        # a quiet start: none of Faust's per-service, per-partition and recovery-table lines
+        for chatter in ("Starting...", "opening partition", "Highwater", "Recovery"):
+            assert chatter not in text, (chatter, text[-4000:])
+        assert len(text.splitlines()) < 20, text
         assert cli(env, "broker", "status").returncode == 0
 
         aid, event_id = str(uuid.uuid4()), str(uuid.uuid4())
