@@ -795,7 +795,9 @@ def links() -> None:
 @click.option("--url", help="where a click lands (required for click links)")
 @click.option("--purpose", type=click.Choice(["click", "open", "unsubscribe"]), default="click")
 @click.option("--campaign", help="campaign id")
-@click.option("--site", help="site id (its fallback URL is used for bad links)")
+@click.option(
+    "--site", help="site id (default: the rules file's only site); its fallback URL for bad links"
+)
 @click.option("--link-id", help="which link of the mail (for scanner burst detection)")
 @click.option("--ttl", default="90d", show_default=True, help="validity, e.g. 30d")
 @click.pass_context
@@ -820,6 +822,8 @@ def links_sign(
     if (email is None) == (contact_id is None):
         raise click.UsageError("give exactly one of --email, --contact-id")
     contact = contact_id or str(contact_id_for(email or ""))
+    if site is None:  # the rules' only site, else say which there are
+        site = _only_site(settings)
     try:
         token = signing.sign(
             contact_id=contact,
@@ -835,6 +839,23 @@ def links_sign(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(signing.link_url(settings.public_url, token, purpose))  # type: ignore[arg-type]
+
+
+def _only_site(settings: Any) -> str:
+    """The site a link is for when ``--site`` is not given: the rules file's only one (a
+    click must count for a site: its rules, fallback URL and metrics)."""
+    from pipeline.rules import RulesError, load_rules
+
+    try:
+        sites = [site.id for site in load_rules(settings.config).sites]
+    except RulesError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if len(sites) != 1:
+        raise click.UsageError(
+            f"give --site: the rules file {settings.config} has "
+            + (f"the sites {', '.join(sites)}" if sites else "no site")
+        )
+    return sites[0]
 
 
 # -- bench -------------------------------------------------------------------------------------

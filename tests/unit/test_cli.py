@@ -51,6 +51,28 @@ def test_links_sign_prints_a_verifiable_click_link(runner: CliRunner) -> None:
     )
     assert claims.contact_id == str(contact_id_for("ana@acme.io"))
     assert claims.url == "https://www.acme.example/pricing" and claims.kid == "k2"
+    assert claims.site_id == "acme"  # the rules' only site: its click is counted for it
+
+
+def test_links_sign_asks_for_a_site_when_the_rules_have_several(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    text = (REPO / "config" / "rules.yaml").read_text()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        text.replace(
+            "sites:\n",
+            "sites:\n  - id: beta\n    write_key: wk_beta_public_0001\n"
+            "    server_key: sk_beta_secret_0001_abcdef\n    allowed_origins: []\n",
+            1,
+        )
+    )
+    args = ["links", "sign", "--email", "a@acme.io", "--url", "https://www.acme.example/"]
+    result = runner.invoke(main, args, env={"MA_CONFIG": str(rules)})
+    assert result.exit_code == 2 and "give --site" in result.output, result.output
+    assert "beta, acme" in result.output or "acme, beta" in result.output
+    signed = runner.invoke(main, [*args, "--site", "beta"], env={"MA_CONFIG": str(rules)})
+    assert signed.exit_code == 0, signed.output
 
 
 def test_links_sign_makes_unsubscribe_links(runner: CliRunner) -> None:
