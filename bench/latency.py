@@ -44,6 +44,8 @@ BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0.0.
 RATE = 200  # events/s
 #: a heavier load, about half of one worker process's throughput
 HIGH_RATE = 1_000
+#: 80% of the rate one worker process sustains (``worker.events``: 2,606 events/s on 7 Dec)
+LOAD_RATE = 2_000
 #: a lighter load: what the path costs when no backlog can build up
 LOW_RATE = 50
 ROUNDTRIP = TopicSpec("bench-roundtrip", "none", "bare round-trip latency", public=False)
@@ -281,6 +283,7 @@ async def latency(ctx: BenchContext, out: Section) -> None:
         for rate, prefix in (
             (RATE, "latency"),
             (HIGH_RATE, "latency.high"),
+            (LOAD_RATE, "latency.load"),
             (LOW_RATE, "latency.low"),
         ):
             ctx.log(f"measuring: {rate} events/s for {seconds:.0f} s …")
