@@ -33,6 +33,10 @@ class PortInUse(StartError):
     pass
 
 
+class ServiceCrashed(StartError):
+    """A service that had started stopped on a failure (its log has the traceback)."""
+
+
 class FolderInUse(StartError):
     pass
 

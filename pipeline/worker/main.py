@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from faust.worker import Worker as FaustWorker
 
-from pipeline.errors import DataFolderLock, check_port
+from pipeline.errors import DataFolderLock, ServiceCrashed, check_port
 from pipeline.rules import RulesWatcher
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
@@ -96,8 +96,14 @@ def execute(worker: Worker, on_ready: Callable[[], Awaitable[None]] | None = Non
         worker.app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False
     )
     faust_worker.on_ready = on_ready
-    with contextlib.suppress(SystemExit):
+    with contextlib.suppress(SystemExit):  # mode exits 0 even when a service crashed
         faust_worker.execute_from_commandline()
+    crashed = next((s for s in (worker.app, faust_worker) if s.crashed), None)
+    if crashed is not None:
+        raise ServiceCrashed(
+            f"the worker stopped after a failure: {crashed.crash_reason!r} (the log above "
+            "says where; restart it: it resumes from its last committed batch)"
+        )
 
 
 def run_worker(settings: Settings) -> None:

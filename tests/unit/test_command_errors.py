@@ -80,3 +80,34 @@ def test_a_data_folder_in_use_is_one_line(tmp_path: Path) -> None:
     assert line.startswith(f"Error: the data folder {tmp_path / 'worker'} is in use by {holder}")
     assert "MA_DATA_DIR" in line
     del held
+
+
+def test_a_worker_that_crashed_after_starting_does_not_exit_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """mode's worker exits 0 whatever happened once it ran; ``execute`` looks at whether the
+    app or the worker crashed and says so in one line (non-zero through the CLI)."""
+    from types import SimpleNamespace
+
+    from pipeline.errors import ServiceCrashed, one_line
+    from pipeline.worker import main
+
+    class Ran:  # what mode's worker does after a service crashed: stops, exits 0
+        crashed, crash_reason = False, None
+        on_ready = None
+
+        def __init__(self, app: object, **options: object) -> None:
+            pass
+
+        def execute_from_commandline(self) -> None:
+            raise SystemExit(0)
+
+    monkeypatch.setattr(main, "_FaustWorker", Ran)
+    app = SimpleNamespace(crashed=True, crash_reason=RuntimeError("agent stitch failed"))
+    worker = SimpleNamespace(settings=SimpleNamespace(log_level="info"), app=app)
+    with pytest.raises(ServiceCrashed) as raised:
+        main.execute(worker)  # type: ignore[arg-type]
+    line = one_line(raised.value, None)
+    assert line is not None and "agent stitch failed" in line and "\n" not in line
+    app.crashed = False  # a clean stop (SIGTERM) returns
+    main.execute(worker)  # type: ignore[arg-type]
