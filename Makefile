@@ -17,12 +17,19 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:
 	@sed -n '2,7p' Makefile
 
+# What running needs (make run, broker, schemas); the developer tools (pytest, ruff, mypy,
+# Segment's Python SDK for its tests) only for test, soak and lint.
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "ma-pipeline needs Python 3.11, found " + sys.version' 
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	$(BIN)/pip install -q -c requirements.lock -e .
 	@touch $(STAMP)
+
+DEV_STAMP := $(VENV)/.installed-dev
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	@touch $(DEV_STAMP)
 
 install: $(STAMP)
 
@@ -71,15 +78,15 @@ run: $(STAMP) system-deps
 # suite mostly waits on brokers, workers and timers, so this halves its time on two cores.
 TEST_PROCESSES ?= 2
 
-test: $(STAMP) $(SDK_STAMP) test-deps
+test: $(DEV_STAMP) $(SDK_STAMP) test-deps
 	$(BIN)/pytest -q -n $(TEST_PROCESSES) --dist loadfile
 
 # Long soaks, not in `make test`: 30 fresh starts (half with two workers) and 20 kill -9 cycles
 # under a CPU hog; figures in soak/results.json.
-soak: $(STAMP) test-deps
+soak: $(DEV_STAMP) test-deps
 	MA_SOAK=1 $(BIN)/pytest -q tests/soak
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check pipeline tests bench
 	$(BIN)/ruff format --check pipeline tests bench
 	$(BIN)/mypy
