@@ -16,7 +16,7 @@ from pipeline.broker import LocalBroker
 from pipeline.clickhouse import describe_url
 from pipeline.collect.server import serve
 from pipeline.deliver.loop import Deliverer
-from pipeline.errors import check_port
+from pipeline.errors import DataFolderLock, check_port
 from pipeline.settings import Settings
 from pipeline.worker.main import execute, prepare
 
@@ -26,6 +26,8 @@ READY_LINE = "ready:"
 
 
 def run_all(settings: Settings) -> None:
+    # First the data folder: a second `run` here is told that, not that a port is taken
+    lock = DataFolderLock(settings.data_dir / "worker", "ma-pipeline run").acquire()
     broker = LocalBroker(settings) if settings.uses_local_broker else None
     started_broker = False
     if broker is not None:
@@ -39,7 +41,7 @@ def run_all(settings: Settings) -> None:
         _say(f"broker     {settings.bootstrap}")
     try:
         check_port(settings.http_host, settings.http_port, "MA_HTTP_PORT")
-        worker = prepare(settings, owner="ma-pipeline run")
+        worker = prepare(settings, lock=lock)
 
         listening = asyncio.Event()  # bound to the worker's loop when first awaited
 

@@ -73,11 +73,14 @@ def _quieter_gc() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
-def prepare(settings: Settings, owner: str = "ma-pipeline worker") -> Worker:
+def prepare(
+    settings: Settings, owner: str = "ma-pipeline worker", lock: DataFolderLock | None = None
+) -> Worker:
     """Check what the worker needs is free, create the topics and the ClickHouse schema, and
-    build the worker. (Each failure raises one sentence: ``pipeline.errors``.)"""
+    build the worker (``lock``: its data folder's, if the caller holds it already). (Each
+    failure raises one sentence: ``pipeline.errors``.)"""
     check_port(settings.worker_web_host, settings.worker_web_port, "MA_WORKER_WEB_PORT")
-    lock = DataFolderLock(settings.data_dir / "worker", owner).acquire()
+    lock = lock or DataFolderLock(settings.data_dir / "worker", owner).acquire()
     asyncio.run(ensure_topics(settings))
     worker = Worker(settings, RulesWatcher(settings.config))
     worker.folder_lock = lock  # held while the process lives

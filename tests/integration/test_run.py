@@ -73,6 +73,12 @@ def test_run_starts_broker_worker_and_collector_and_ctrl_c_stops_them(tmp_path: 
             assert chatter not in text, (chatter, text[-4000:])
         assert len(text.splitlines()) < 20, text
         assert cli(env, "broker", "status").returncode == 0
+        # a second run in the same folder is told so, in one line (not that a port is taken)
+        second = cli(env, "run")
+        assert second.returncode == 1, second.stdout + second.stderr
+        lines = [line for line in second.stderr.splitlines() if line.startswith("Error:")]
+        assert len(lines) == 1 and "data folder" in lines[0], second.stderr
+        assert "in use by ma-pipeline run (pid " in lines[0] and "Traceback" not in second.stderr
 
         aid, event_id = str(uuid.uuid4()), str(uuid.uuid4())
         view = {"event_id": event_id, "type": "page_view", "anonymous_id": aid,
