@@ -1,6 +1,6 @@
 """``ma-pipeline deliver``: webhook delivery of triggers as a process of its own (also inside
 ``ma-pipeline run``). Its API (``MA_DELIVER_WEB_HOST:MA_DELIVER_WEB_PORT``): ``GET /healthz``,
-``GET /metrics`` (``ma_deliveries``, ``ma_delivery_seconds``, ``ma_delivery_pending``)."""
+``GET /metrics`` (``ma_deliveries_total``, ``ma_delivery_seconds``, ``ma_delivery_pending``)."""
 
 from __future__ import annotations
 
