@@ -769,7 +769,8 @@ def _print_demo(settings: Any, summary: Any, seed: int) -> None:
     figures["top segments"] = top
     rows("top segments (this run's contacts)", "top segments", ("segment", "members"))
     figures["dead letters"] = [[reason, n] for reason, n in summary.rejected.most_common()]
-    rows("dead letters by reason", "dead letters", ("reason", "count"))
+    rows("dead letters by reason (this run's, refused by the collector)", "dead letters",
+         ("reason", "count"))  # fmt: skip
     console.print()
     console.print("[bold]Look at this next[/]")
     console_url = f"http://127.0.0.1:{settings.worker_web_port}/console"
