@@ -17,18 +17,22 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:
 	@sed -n '2,7p' Makefile
 
+# setuptools tells every editable install, in a 10-line box, to mind folders named like the
+# package (this checkout is one: that is the point); nothing to act on, so not shown.
+EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
+
 # What running needs (make run, broker, schemas); the developer tools (pytest, ruff, mypy,
 # Segment's Python SDK for its tests) only for test, soak and lint.
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "ma-pipeline needs Python 3.11, found " + sys.version' 
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c requirements.lock -e .
+	$(EDITABLE) $(BIN)/pip install -q -c requirements.lock -e .
 	@touch $(STAMP)
 
 DEV_STAMP := $(VENV)/.installed-dev
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	$(EDITABLE) $(BIN)/pip install -q -c requirements.lock -e '.[dev]'
 	@touch $(DEV_STAMP)
 
 install: $(STAMP)
