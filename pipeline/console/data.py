@@ -102,7 +102,8 @@ CONTACT_COOKIES = (
 )
 CONTACT_TIMELINE = (
     "SELECT received_at AS at, type, path, name, form_id, campaign_id, anonymous_id, "
-    "from_anonymous_history, automated, automated_reason, event_id FROM {db}.contact_events "
+    "from_anonymous_history, automated, automated_reason, identity_refused, event_id "
+    "FROM {db}.contact_events "
     "WHERE contact_id = {{c:String}} ORDER BY at, event_id LIMIT 2000"
 )
 CONTACT_IDENTITY = (

@@ -447,6 +447,7 @@ rule, each trigger fired or suppressed with the reason, and their consent.</p>""
             anonymous,
             automated,
             why,
+            refused,
             _eid,
         ) in timeline:
             what = " ".join(
@@ -462,6 +463,8 @@ rule, each trigger fired or suppressed with the reason, and their consent.</p>""
             tags = '<span class="tag anon">anonymous history</span> ' if anonymous else ""
             if automated:
                 tags += f'<span class="tag warn">automated: {esc(why)}</span> '
+            if refused:  # a form or identify not taken as evidence (garbage email, kiosk)
+                tags += f'<span class="tag bad">refused as evidence: {esc(refused)}</span> '
             story.append((at, "event", Raw(f"{tags}<b>{esc(kind)}</b> {esc(what)}"), str(aid)))
         for at, aid, to, previous, reason, _eid in identity:
             if to == contact_id and not previous:

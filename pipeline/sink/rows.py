@@ -17,7 +17,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "event_id", "type", "site_id", "received_at", "client_ts", "source", "anonymous_id",
         "contact_id", "pre_identification", "url", "path", "referrer", "title", "name",
         "form_id", "campaign_id", "properties", "automated", "automated_reason", "user_agent",
-        "user_id",
+        "user_id", "identity_refused",
     ),
     "identities": ("anonymous_id", "contact_id", "previous_contact_id", "reason", "event_id", "at"),
     "contact_versions": (
@@ -89,7 +89,7 @@ def rows_for(topic: str, value: dict[str, Any] | None) -> list[tuple[str, tuple[
             _s(e.get("form_id")), _s(e.get("campaign_id")),
             codec.dumps(properties).decode() if properties else "",
             1 if e.get("automated") else 0, _s(e.get("automated_reason")),
-            _s(e.get("user_agent")), _s(e.get("user_id")),
+            _s(e.get("user_agent")), _s(e.get("user_id")), _s(e.get("identity_refused")),
         ))]  # fmt: skip
     if topic == "identities":
         return [("identities", (

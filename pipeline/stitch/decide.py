@@ -102,6 +102,23 @@ def evidence_for(event: dict[str, Any]) -> str | None:
     return None
 
 
+def refusal_for(event: dict[str, Any], cookie: Cookie | None = None) -> str | None:
+    """Why a form or identify that names someone is not taken as evidence, or None: an email
+    no one can be identified by (``invalid email: <why>``), or a cookie flagged as a kiosk
+    (``cookie_flagged``). What the console's contact page shows beside the event."""
+    if event.get("type") not in ("form_submit", "identify"):
+        return None
+    email = event.get("email")
+    if not isinstance(email, str) or not email.strip():
+        return None  # names no one: nothing refused
+    why = email_rejection(normalize_email(email))
+    if why is not None:
+        return f"invalid email: {why}"
+    if cookie is not None and cookie.flagged:
+        return "cookie_flagged"
+    return None
+
+
 @lru_cache(maxsize=8192)
 def _claimed(email: str) -> str | None:
     """The contact id a usable email names; asked several times per event, by both stages."""

@@ -31,7 +31,7 @@ from pipeline.contacts.merge import ContactState, apply_update, set_consent
 from pipeline.identity import is_garbage_identifier, user_key
 from pipeline.rules.models import Rules
 from pipeline.score.profile import Profile, ScoreDelta, absorb, score_attributes, score_event
-from pipeline.stitch.decide import Cookie, Decision, evidence_for
+from pipeline.stitch.decide import Cookie, Decision, evidence_for, refusal_for
 from pipeline.stitch.decide import decide as decide_identity
 from pipeline.topics import ANONYMOUS_EVENTS, CONTACT_WORK, COOKIE_COMMANDS, DECISIONS
 from pipeline.trigger.decide import (
@@ -248,6 +248,7 @@ def cookie_step(
         return outs
     cookie = record.cookie
     was_unlinked_forever = not cookie.ever_linked
+    refused = refusal_for(event, cookie)  # before the decision may flag the cookie
     decision = decide_identity(cookie, event, rules.identity, at)
     outs += _identity_outs(record, decision, aid, event_id, at, counters, form=event)
     outs += _ask_user(record, event, aid, at)
@@ -257,6 +258,9 @@ def cookie_step(
         "contact_id": contact_id,
         "pre_identification": contact_id is None and was_unlinked_forever,
     }
+    if refused is not None:
+        resolved["identity_refused"] = refused
+        counters.add("identity_refused")
     if contact_id is None and not event.get("automated"):
         outs += _anonymous_scoring(record, resolved, rules, aid, at, counters)
     outs.append(_forward(resolved, contact_id or aid))
@@ -360,6 +364,9 @@ def user_step(
         record.cookie.contact_id = claimed
     contact_id = event.get("contact_id") or claimed or record.cookie.contact_id
     resolved = {**event, "contact_id": contact_id, "pre_identification": False}
+    if (refused := refusal_for(event)) is not None:
+        resolved["identity_refused"] = refused
+        counters.add("identity_refused")
     return [*_contact_update_from_form(event, contact_id), _forward(resolved, contact_id or key)]
 
 

@@ -50,6 +50,8 @@ async def console(
         await run_demo(stack.settings, load_rules(stack.settings.config), visitors=30, seed=7)
         email, aid = new_email("ana"), new_aid()
         await stack.send(page_view(aid, "/pricing"), page_view(aid, "/pricing/enterprise"))
+        # a placeholder email first: kept, not taken as evidence (CONTRACT §3)
+        await stack.send({"type": "identify", "anonymous_id": aid, "email": "test@test.com"})
         await stack.contacts(
             "crm", {"email": email, "consent_email": True, "crm_status": "customer"}
         )
@@ -180,6 +182,7 @@ async def test_the_contact_page_tells_the_story_with_reasons(console: tuple[Stac
     assert 'data-decision="suppressed:customer"' in page
     assert "suppressed: CRM status customer (suppress_if)" in page
     assert "linked</span> cookie by identify" in page
+    assert "refused as evidence: invalid email: placeholder address" in page
     assert email in page
 
 

@@ -102,6 +102,41 @@ def test_anonymous_visitor_is_scored_under_its_cookie() -> None:
     assert record.profile.score == 10.0
 
 
+@pytest.mark.parametrize(
+    ("email", "refused"),
+    [
+        ("test@test.com", "invalid email: placeholder address"),
+        ("not an email", "invalid email: "),
+        (ANA, None),  # evidence: linked, nothing refused
+    ],
+)
+def test_a_form_not_taken_as_evidence_says_why_on_its_event(
+    email: str, refused: str | None
+) -> None:
+    """The event is kept (CONTRACT §3) and carries why its email linked no one: what the
+    console's contact page shows beside it (``events.identity_refused``)."""
+    counters = Counters()
+    outs = cookie_step(CookieRecord(), form(email, anonymous_id=COOKIE), RULES, counters)
+    forwarded = [o.value["e"] for o in outs if o.value and o.value.get("k") == "event"]
+    assert len(forwarded) == 1
+    if refused is None:
+        assert "identity_refused" not in forwarded[0]
+        assert forwarded[0]["contact_id"] == A
+    else:
+        assert forwarded[0]["identity_refused"].startswith(refused)
+        assert forwarded[0]["contact_id"] is None
+        assert counters.values["identity_refused"] == 1
+
+
+def test_a_kiosk_cookies_later_forms_say_it_is_flagged() -> None:
+    record = CookieRecord()
+    record.cookie.flagged = True  # re-linked too often earlier (a kiosk)
+    outs = cookie_step(record, form(BEN, anonymous_id=COOKIE), RULES)
+    (event_,) = [o.value["e"] for o in outs if o.value and o.value.get("k") == "event"]
+    assert event_["identity_refused"] == "cookie_flagged"
+    assert event_["contact_id"] == B  # it still counts for the person it names
+
+
 def test_anonymous_event_goes_to_the_sink_unresolved_and_pre_identification() -> None:
     view = page_view("/about", T0, anonymous_id=COOKIE)
     (out,) = cookie_step(CookieRecord(), view, RULES)
