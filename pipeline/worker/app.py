@@ -215,6 +215,9 @@ class Worker:
             (self.contacts, [key.decode() for key in self.contact.due.waiting()]),
         ]
 
+    def _pending_in(self, key: str, table: Any) -> int:
+        return _pending_count(self.load(table, key))
+
     # -- agents -------------------------------------------------------------------------------
     async def _ensure_metadata(self) -> None:
         """Load partition metadata of every topic this worker writes, before the first write.
@@ -312,9 +315,12 @@ class Worker:
         return digest
 
     async def _gauges(self) -> None:
-        """Consumer lag per group and topic, and the keys waiting for their time."""
+        """Consumer lag per group and topic, and the delayed triggers waiting for their time
+        (counted in the state of each key that waits: a few per waiting key)."""
         for table, keys in self.waiting_keys():
-            self.metrics.pending.labels(table.name).set(len(keys))
+            self.metrics.pending.labels(table.name).set(
+                sum(map(self._pending_in, keys, [table] * len(keys)))
+            )
         try:
             lags = await asyncio.wait_for(consumer_lag(self.settings), LAG_EVERY)
         except Exception as exc:  # the broker is away or busy: the next tick tries again
@@ -323,6 +329,11 @@ class Worker:
         for group, topics in lags.items():
             for topic, lag in topics.items():
                 self.metrics.lag.labels(group, topic).set(lag)
+
+
+def _pending_count(state: Any) -> int:
+    triggers = (state or {}).get("triggers") or {}
+    return len(triggers.get("pending") or ())
 
 
 def _acknowledge(stream: Any, batch: list[Any]) -> Ack:

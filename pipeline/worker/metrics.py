@@ -40,7 +40,7 @@ class WorkerMetrics:
         )
         self.pending = Gauge(
             "ma_triggers_pending",
-            "keys of this worker's partitions waiting for a delayed trigger (or a held record)",
+            "delayed triggers pending in this worker's partitions, per table",
             ["table"],
             registry=r,
         )

@@ -4,9 +4,11 @@ cancel it — read from the worker's state, through the real command; once fired
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from click.testing import CliRunner
 
@@ -46,6 +48,17 @@ async def test_triggers_pending_lists_what_waits_until_it_fires(
         assert cancel == ["cancelled by: custom, name trial_signup"]
         everything = await asyncio.to_thread(pending, stack.settings)
         assert line in everything  # without an email: all that waits on this worker
+
+        async def gauge() -> bool:  # ma_triggers_pending counts them (every 15 s)
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{stack.settings.worker_api}/metrics") as response,
+            ):
+                text = await response.text()
+            values = re.findall(r'^ma_triggers_pending\{table="[^"]+"\} ([0-9.]+)$', text, re.M)
+            return sum(float(v) for v in values) == len(everything)
+
+        await eventually(gauge, timeout=40)
 
         stack.advance(timedelta(days=1, seconds=1))
         [fired] = [
