@@ -764,6 +764,9 @@ def _print_demo(settings: Any, summary: Any, seed: int) -> None:
     rows("refused as evidence", "refused as evidence", ("reason", "count"))
     rows("contacts by lifecycle stage", "contacts by stage", ("stage", "contacts"))
     rows("triggers fired", "triggers fired", ("rule", "channel", "count"))
+    rows(
+        "triggers scheduled (delayed: they fire when due)", "triggers scheduled", ("rule", "count")
+    )
     rows("triggers skipped", "triggers skipped", ("rule", "reason", "count"))
     top = [row for row in figures.get("segments", []) if row[1]][:5]
     figures["top segments"] = top
@@ -779,7 +782,8 @@ def _print_demo(settings: Any, summary: Any, seed: int) -> None:
         console.print(f"  {story}: {console_url}/contact?email={email}", soft_wrap=True)
     console.print(
         '  why triggers did not fire: ma-pipeline query "SELECT rule, reason, count() '
-        'FROM trigger_decisions GROUP BY rule, reason ORDER BY 3 DESC"',
+        "FROM trigger_decisions WHERE decision = 'skipped' GROUP BY rule, reason ORDER BY 3 "
+        'DESC"',
         soft_wrap=True,
     )
 

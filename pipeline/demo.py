@@ -431,9 +431,13 @@ async def figures_of(settings: Settings, rules: Rules, summary: Summary) -> dict
             f"SELECT rule, channel, count() FROM {db}.triggers WHERE {mine} GROUP BY 1, 2 "
             "ORDER BY 3 DESC, 1"
         ),
+        "triggers scheduled": (
+            f"SELECT rule, count() FROM {db}.trigger_decisions WHERE {mine} "
+            "AND decision = 'scheduled' GROUP BY 1 ORDER BY 2 DESC, 1"
+        ),
         "triggers skipped": (
             f"SELECT rule, reason, count() FROM {db}.trigger_decisions WHERE {mine} "
-            "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"
+            "AND decision = 'skipped' GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"
         ),
     }
     parameters = {"aids": summary.cookies, "cids": summary.contacts, "campaign": CAMPAIGN}

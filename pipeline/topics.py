@@ -109,7 +109,8 @@ X_ANONYMOUS_EVENTS = TopicSpec(
 X_DECISIONS = TopicSpec(
     "x.decisions",
     "contact_id or anonymous_id",
-    "both stages → sink: triggers skipped and why (ClickHouse trigger_decisions, the console)",
+    "both stages → sink: triggers skipped and why, delayed ones scheduled (ClickHouse "
+    "trigger_decisions, the console)",
     public=False,
 )
 INTERNAL_TOPICS: tuple[TopicSpec, ...] = (

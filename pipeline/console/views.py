@@ -478,14 +478,17 @@ rule, each trigger fired or suppressed with the reason, and their consent.</p>""
             else:
                 verdict = f'<span class="tag bad">moved</span> to another contact ({esc(reason)})'
             story.append((at, "identity", Raw(verdict), str(aid)))
-        for at, rule, delta, total, lifecycle, _eid, aid in scores:
+        for at, rule, delta, total, lifecycle, eid, aid in scores:
             sign = "+" if delta >= 0 else ""
+            # the score after the change is the decayed value before it plus the points
+            before = float(total) - float(delta)
+            cause = f' for event <code title="{esc(eid)}">{esc(str(eid)[:8])}</code>' if eid else ""
             story.append(
                 (
                     at,
                     "score",
                     Raw(
-                        f"<b>{sign}{esc(float(delta))}</b> by rule <code>{esc(rule)}</code> → {esc(float(total))} ({esc(lifecycle)})"
+                        f"<b>{sign}{esc(float(delta))}</b> by rule <code>{esc(rule)}</code>{cause}: {esc(round(before, 3))} (decayed) → {esc(float(total))} ({esc(lifecycle)})"
                     ),
                     str(aid or ""),
                 )
@@ -503,13 +506,16 @@ rule, each trigger fired or suppressed with the reason, and their consent.</p>""
                 )
             )
         for at, rule, decision, reason, _eid, aid in decisions:
+            if decision == "scheduled":  # a delayed trigger: when it is due
+                due = reason.removeprefix("due_at:")
+                verdict = f'<span class="tag warn" data-decision="scheduled">scheduled</span> <code>{esc(rule)}</code>: due {esc(due)}'
+            else:
+                verdict = f'<span class="tag bad" data-decision="{esc(reason)}">{esc(decision)}</span> <code>{esc(rule)}</code>: {esc(_reason_words(reason))}'
             story.append(
                 (
                     at,
                     "trigger",
-                    Raw(
-                        f'<span class="tag bad" data-decision="{esc(reason)}">{esc(decision)}</span> <code>{esc(rule)}</code>: {esc(_reason_words(reason))}'
-                    ),
+                    Raw(verdict),
                     str(aid or ""),
                 )
             )

@@ -170,13 +170,17 @@ class AnonymousEvent(RootModel[object]):
 
 
 class TriggerDecision(_Message):
-    """``ma.x.decisions``: a trigger rule that did not fire for a subject, and why (both stages
-    → the sink's ``trigger_decisions``; the console's "suppressed by …")."""
+    """``ma.x.decisions``: a trigger rule that did not fire for a subject, and why, or that was
+    scheduled to fire later (a delay), and when (both stages → the sink's
+    ``trigger_decisions``; the console's "suppressed by …", "scheduled for …")."""
 
     contact_id: str | None
     anonymous_id: str | None
     at: UtcDatetime
     rule: str
-    decision: Literal["skipped"]
-    reason: str = Field(description="e.g. suppressed:customer, no_consent, once_per, cancel_if")
+    decision: Literal["skipped", "scheduled"]
+    reason: str = Field(
+        description="skipped: e.g. suppressed:customer, no_consent, once_per, cancel_if; "
+        "scheduled: due_at:<ISO time>"
+    )
     event_id: str | None = Field(description="the event it was decided on; none at a due time")

@@ -220,6 +220,21 @@ def _trigger_out(
             "event_id": event_id,
         }
         outs.append(Out(DECISIONS, key, decision))
+    for pending in outcome.scheduled:  # a delayed trigger: when it is due (it may still be
+        # cancelled or suppressed then: that is a decision of its own)
+        scheduled = {
+            "contact_id": subject.contact_id,
+            "anonymous_id": None if subject.contact_id else subject.anonymous_id,
+            "at": from_millis(at),
+            "rule": pending["rule"],
+            "decision": "scheduled",
+            "reason": "due_at:"
+            + from_millis(int(pending["due_at"]))
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "event_id": event_id,
+        }
+        outs.append(Out(DECISIONS, key, scheduled))
     counters.add("triggers_fired", len(outcome.fired))
     counters.add("triggers_scheduled", len(outcome.scheduled))
     return outs

@@ -177,8 +177,9 @@ async def test_the_contact_page_tells_the_story_with_reasons(console: tuple[Stac
     stack, email = console
     status, page, _ = await get(f"{base(stack)}/console/contact?email={email}", BEARER)
     assert status == 200
-    assert "anonymous history" in page
-    assert "by rule <code>pricing-view</code>" in page  # a score change with its rule
+    assert '<span class="tag anon">anonymous history</span>' in page  # an event of it, marked
+    assert "by rule <code>pricing-view</code> for event <code" in page  # rule and event
+    assert "(decayed) →" in page  # the decayed value before the change, then after
     assert 'data-decision="suppressed:customer"' in page
     assert "suppressed: CRM status customer (suppress_if)" in page
     assert "linked</span> cookie by identify" in page

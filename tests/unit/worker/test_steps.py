@@ -812,6 +812,25 @@ def test_crm_status_suppresses_contact_triggers() -> None:
     assert counters.values["trigger_skipped:suppressed"] == 1
 
 
+def test_a_delayed_trigger_is_recorded_as_scheduled_with_its_due_time() -> None:
+    """The contact page's "scheduled … due …": a decision recorded when it is made."""
+    record = consented()
+    view = {"k": "event", "e": {**page_view("/pricing", T0), "contact_id": A}}
+    outs = contact_step(record, view, RULES)
+    [scheduled] = [o.value for o in outs if o.topic == DECISIONS]
+    due = from_millis(T0 + DAY).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert scheduled == {
+        "contact_id": A,
+        "anonymous_id": None,
+        "at": from_millis(T0),
+        "rule": "pricing-trial-offer",
+        "decision": "scheduled",
+        "reason": f"due_at:{due}",
+        "event_id": view["e"]["event_id"],
+    }
+    assert [p["due_at"] for p in record.triggers.pending] == [T0 + DAY]
+
+
 def test_a_skipped_trigger_is_recorded_with_its_reason_and_event() -> None:
     """What the console's contact page shows as "suppressed by …" (``ma.x.decisions``)."""
     record = consented(crm_status="customer")
