@@ -213,6 +213,18 @@ async def test_chromium_draws_every_page_and_its_charts(console: tuple[Stack, st
                 timeout=15,
             )
             assert await page.evaluate("typeof Chart") == "function"
+            if name == "health":  # live: the figures and charts refresh without a reload
+                stamp = "document.getElementById('refreshed').textContent"
+                await page.wait_for(f"{stamp}.startsWith('updated')", timeout=15)
+                await page.evaluate(
+                    "window.sameDocument = 1; window.stamp = "
+                    "document.getElementById('refreshed').textContent"
+                )
+                await page.wait_for(
+                    "document.getElementById('refreshed').textContent !== window.stamp",
+                    timeout=15,
+                )
+                assert await page.evaluate("window.sameDocument") == 1
             await page.screenshot(ARTIFACTS / f"{name}.png")
             assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000
         await page.close()
