@@ -288,7 +288,7 @@ class Console:
         return f"""<h1>Health</h1><p class="lead">Is the pipeline taking events in, processing
 them and writing them out? Live: refreshed every 5 s.</p>{collector}
 <div class="grid">{cards}</div>
-<div class="cols">{self._chart("events-per-minute", "Events per minute by type (last hour)", self._sql(data.EVENTS_PER_MINUTE))}
+<div class="cols">{self._chart("events-per-minute", "Events per second by type (each minute of the last hour)", self._sql(data.EVENTS_PER_MINUTE))}
 {self._chart("dead-letters", "Dead letters by reason")}</div>
 <div class="cols">{self._chart("lag", "Consumer lag per group and topic")}
 <div class="card"><h2>Dead letters and lag, exactly</h2>{self._table(["source · reason", "count"], [[k, v] for k, v in sorted(letters.items(), key=lambda kv: -kv[1])], {1})}{self._table(["group", "topic", "lag"], lag_rows, {2})}</div></div>"""
@@ -625,7 +625,11 @@ async def _events_per_minute(console: Console) -> dict[str, Any]:
         "type": "bar",
         "stacked": True,
         "labels": [m.strftime("%H:%M") for m in minutes],
-        "datasets": [{"label": t, "data": [counts.get((m, t), 0) for m in minutes]} for t in types],
+        # events/s over each minute (the SQL counts per minute)
+        "datasets": [
+            {"label": t, "data": [round(counts.get((m, t), 0) / 60, 2) for m in minutes]}
+            for t in types
+        ],
     }
 
 
