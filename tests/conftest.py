@@ -7,10 +7,12 @@ Set ``MA_KAFKA_BOOTSTRAP`` to run against an existing broker instead of starting
 from __future__ import annotations
 
 import os
+import random
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,11 +21,47 @@ from pipeline.settings import Settings
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: ports handed to servers in tests: below Linux's ephemeral range (32768-60999), so no outbound
+#: connection (a Kafka client's, say) takes one between ``free_port()`` and the server's bind;
+#: each pytest-xdist process draws from its own slice, so two test processes never share one
+PORTS = range(20_000, 32_000)
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A loopback port nothing listens on and no other test in this session was given."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    slices = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+    index = int(worker) if worker.isdigit() else 0
+    size = len(PORTS) // slices
+    mine = range(PORTS.start + index * size, PORTS.start + (index + 1) * size)
+    for port in random.sample(mine, len(mine)):
+        if port in _given:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
         return port
+    raise RuntimeError(f"no free loopback port left in {mine}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failing test's report shows the child processes it ran (``tests.processes``): their
+    state and the end of their logs, so a worker that died mid-test says why (CI once showed
+    only a refused connection to a worker that had been ready)."""
+    from tests.processes import Process
+
+    report = yield
+    if report.failed and call.when in ("setup", "call"):
+        for process in Process.open:
+            if process.popen.poll() == 0:
+                continue  # a command that finished as it should, never stopped by its test
+            report.sections.append((f"process {' '.join(process.args)}", process.summary()))
+    return report
 
 
 @pytest.fixture(scope="session")

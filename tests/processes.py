@@ -15,7 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class Process:
-    """A ``ma-pipeline <command>`` child process with its output in a log file."""
+    """A ``ma-pipeline <command>`` child process with its output in a log file.
+
+    ``Process.open`` holds the ones not yet stopped: a failing test's report shows their exit
+    status and the tail of their logs (``tests/conftest.py``), since a child that died mid-test
+    otherwise shows up only as a refused connection.
+    """
+
+    open: list[Process] = []  # one registry per test process
 
     def __init__(
         self, settings: Settings, *args: str, log: Path, env: dict[str, str] | None = None
@@ -35,6 +42,18 @@ class Process:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        Process.open.append(self)
+
+    def summary(self, tail: int = 6000) -> str:
+        """Its command, whether it still runs (or how it ended) and the end of its log."""
+        code = self.popen.poll()
+        state = "running" if code is None else f"exited with status {code}"
+        return f"ma-pipeline {' '.join(self.args)} ({state}), {self.log}:\n{self.text()[-tail:]}"
+
+    def _closed(self) -> None:
+        self._out.close()
+        if self in Process.open:
+            Process.open.remove(self)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -56,7 +75,7 @@ class Process:
         if self.popen.poll() is None:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait()
-        self._out.close()
+        self._closed()
 
     def stop(self, timeout: float = 30) -> int:
         if self.popen.poll() is None:
@@ -66,5 +85,5 @@ class Process:
             except subprocess.TimeoutExpired:
                 os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait()
-        self._out.close()
+        self._closed()
         return self.popen.returncode
