@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -86,8 +87,17 @@ class SinkWriter:
                     log.debug("reset failed", exc_info=True)
 
     async def erase(self, request: dict[str, Any]) -> int:
-        """Delete every row of an erased contact (``ma-pipeline forget``); record the erasure."""
-        return await self._retrying("erasure", lambda c: _erase(c, self.database, request))
+        """Delete every row of an erased contact (``ma-pipeline forget``); record the erasure.
+        With embedded chDB the parts that held them are removed from disk at once, too."""
+        purge = self.clickhouse.embedded
+
+        def erase(client: Client) -> int:
+            deleted = _erase(client, self.database, request)
+            if purge:
+                _purge_outdated(client, self.database, ERASED_TABLES)
+            return deleted
+
+        return await self._retrying("erasure", erase)
 
     def _insert(self, client: Client, *, table: str, rows: list[Row], batch_id: str) -> int:
         columns = TABLE_COLUMNS[table]
@@ -168,6 +178,9 @@ ERASE = (
     ("trigger_decisions", "contact_id = {c:String} OR anonymous_id IN {a:Array(String)}"),
 )  # fmt: skip
 
+#: every table ``erase`` rewrites
+ERASED_TABLES = (*(table for table, _ in ERASE), "contact_versions")
+
 #: Cookies whose first link went to another contact: their anonymous history is that one's.
 FIRST_LINKED_ELSEWHERE = (
     "SELECT anonymous_id FROM {db}.identities "
@@ -241,6 +254,35 @@ def _rewrite_without(
         f"ALTER TABLE {database}.{table} DELETE WHERE {where}",
         parameters=params, settings={"mutations_sync": 2},
     )  # fmt: skip
+
+
+#: schemas/clickhouse/012: how long a replaced part stays on disk (seconds)
+OLD_PARTS_LIFETIME = 30
+#: a partition no table has (an id without "_", which separates a part name's fields):
+#: dropping it only makes ClickHouse clear outdated parts
+NO_PARTITION = "nosuchpartition"
+
+
+def _purge_outdated(client: Client, database: str, tables: Iterable[str]) -> None:
+    """Remove the outdated parts of ``tables`` from disk now (embedded chDB only).
+
+    A ClickHouse server deletes a replaced part ``old_parts_lifetime`` after it was replaced;
+    chDB inside the worker process was seen to keep them for minutes beyond that (cause not
+    found: a standalone chDB removes them on time). Dropping a partition clears a table's
+    outdated parts at once, those past their lifetime: so the lifetime is 0 for that moment.
+    ``os.sync`` first makes the parts that replaced them durable, which is what the lifetime
+    protects (parts written by merges in the milliseconds between are not covered).
+    """
+    os.sync()
+    for table in tables:
+        name = f"{database}.{table}"
+        client.command(f"ALTER TABLE {name} MODIFY SETTING old_parts_lifetime = 0")
+        try:
+            client.command(f"ALTER TABLE {name} DROP PARTITION ID '{NO_PARTITION}'")
+        finally:
+            client.command(
+                f"ALTER TABLE {name} MODIFY SETTING old_parts_lifetime = {OLD_PARTS_LIFETIME}"
+            )
 
 
 def _now() -> datetime:

@@ -18,7 +18,7 @@ from pipeline.clickhouse import ClickHouse
 from pipeline.sink import SinkWriter, rows_for
 from pipeline.sink.rows import ROW_KEYS
 from pipeline.sink.stored import key_expression, key_hashes
-from pipeline.sink.writer import TIME_COLUMNS
+from pipeline.sink.writer import ERASED_TABLES, OLD_PARTS_LIFETIME, TIME_COLUMNS
 from pipeline.topics import CONTACT_WORK, DECISIONS
 from tests.conftest import free_port
 from tests.integration.sink.conftest import Warehouse
@@ -179,3 +179,30 @@ async def test_a_restarted_writer_still_stores_nothing_twice_and_new_keys_ask_no
     restarted.forget_stored()  # after a rebalance: loaded again
     await restarted.write(rows_of(values), "t:0:0-69")
     assert counts(warehouse)["events"] == 40
+
+
+async def test_an_erasure_leaves_no_part_that_held_the_person_and_keeps_the_lifetime(
+    warehouse: Warehouse,
+) -> None:
+    """Embedded chDB: ``erase`` rewrites the parts holding the person and removes the parts
+    they replaced at once (a server would after ``old_parts_lifetime``), which is set back."""
+    values = topic_values(3)
+    await SinkWriter(warehouse.clickhouse).write(rows_of(values), "t:0:0-20")
+    contact = next(v["contact_id"] for topic, v in values if topic == "contacts")
+    aid = next(v["anonymous_id"] for topic, v in values if topic == "identities")
+    deleted = await SinkWriter(warehouse.clickhouse).erase(
+        {"contact_id": contact, "cookies": [aid], "erasure_id": "e-1"}
+    )
+    assert deleted >= 5
+    left = warehouse.rows(
+        "SELECT count() FROM {db}.events "
+        "WHERE contact_id = {c:String} OR anonymous_id = {a:String}",
+        c=contact, a=aid)  # fmt: skip
+    assert left == [(0,)]
+    outdated = warehouse.rows(
+        "SELECT table, name FROM system.parts WHERE database = {d:String} AND NOT active "
+        "AND table IN {t:Array(String)}", d=warehouse.database, t=list(ERASED_TABLES))  # fmt: skip
+    assert outdated == []
+    for table in ERASED_TABLES:
+        [(create,)] = warehouse.rows(f"SHOW CREATE TABLE {{db}}.{table}")
+        assert f"old_parts_lifetime = {OLD_PARTS_LIFETIME}" in create, table
