@@ -1,4 +1,5 @@
-"""JSON Schemas of every message, generated from the pydantic models into ``schemas/json/``.
+"""JSON Schemas of every message, generated from the pydantic models into ``schemas/json/``,
+and the collector's OpenAPI document into ``schemas/openapi.json``.
 
 ``make schemas`` (``python -m pipeline.schemas``) rewrites them; a test fails when the files
 drift from the models, so the language-neutral contract never lies.
@@ -17,6 +18,8 @@ from pipeline import models
 from pipeline.models import internal
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas" / "json"
+#: the collector's OpenAPI document (``pipeline.collect.openapi``), as ``/openapi.json`` serves it
+OPENAPI_FILE = SCHEMA_DIR.parent / "openapi.json"
 
 #: file stem → (model, title). Topic values carry the topic's short name.
 SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {  # RootModels are BaseModels
@@ -54,9 +57,16 @@ def render(stem: str) -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
-def write(directory: Path = SCHEMA_DIR) -> list[Path]:
+def render_openapi() -> str:
+    from pipeline.collect.openapi import openapi_document
+
+    return json.dumps(openapi_document(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write(directory: Path = SCHEMA_DIR, openapi: Path = OPENAPI_FILE) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
+    openapi.write_text(render_openapi(), encoding="utf-8")
+    written = [openapi]
     for stem in SCHEMAS:
         path = directory / f"{stem}.schema.json"
         path.write_text(render(stem), encoding="utf-8")

@@ -51,6 +51,7 @@ from pipeline.collect.http import (
     same_key,
 )
 from pipeline.collect.metrics import CollectorMetrics
+from pipeline.collect.openapi import openapi_json
 from pipeline.collect.ratelimit import RateLimiter
 from pipeline.collect.segment_api import SegmentApi, is_segment_envelope, sent_by_segment_sdk
 from pipeline.collect.segment_api import error_code as segment_code
@@ -143,6 +144,7 @@ class Collector:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.prometheus)
+        app.router.add_get("/openapi.json", self.openapi)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -812,6 +814,12 @@ class Collector:
         return _json(
             {"status": "not ready", "broker": "unreachable"}, 503, {"Retry-After": RETRY_AFTER}
         )
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        """``GET /openapi.json``: this collector's OpenAPI 3.1 document."""
+        return web.Response(
+            body=openapi_json(), content_type="application/json", headers=self.cors_headers(
+                request, None))  # fmt: skip
 
     async def prometheus(self, request: web.Request) -> web.Response:
         return web.Response(
