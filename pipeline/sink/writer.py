@@ -22,7 +22,8 @@ import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from functools import cache, partial
+from operator import itemgetter
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -135,12 +136,11 @@ class SinkWriter:
     ) -> tuple[list[Row], list[tuple[Any, ...]], Hashes, StoredKeys]:
         """The rows whose key is neither stored yet nor repeated earlier in ``rows``, their
         keys, the keys' hashes and the filter to add them to once inserted."""
-        columns = TABLE_COLUMNS[table]
         key_columns, lookup = ROW_KEYS[table]
-        indexes = [columns.index(column) for column in key_columns]
+        key_of = _key_function(table)
         unique: dict[tuple[Any, ...], Row] = {}
         for row in rows:
-            unique.setdefault(tuple(_key_value(row[i]) for i in indexes), row)
+            unique.setdefault(key_of(row), row)
         keys = list(unique)
         hashes = key_hashes(keys)
         known = self._stored_keys(client, table)
@@ -211,6 +211,21 @@ def _own_cookies(client: Client, database: str, contact_id: str, cookies: list[s
 #: Key columns compared as epoch milliseconds (DateTime64(3) keeps milliseconds).
 TIME_COLUMNS = {"at"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@cache
+def _key_function(table: str) -> Callable[[Row], tuple[Any, ...]]:
+    """A row's key in ``table`` (``ROW_KEYS``): its key columns, times as epoch milliseconds."""
+    columns = TABLE_COLUMNS[table]
+    key_columns, _ = ROW_KEYS[table]
+    indexes = [columns.index(column) for column in key_columns]
+    if not TIME_COLUMNS & set(key_columns):
+        if len(indexes) == 1:
+            (only,) = indexes
+            return lambda row: (row[only],)
+        getter = itemgetter(*indexes)
+        return getter  # several indexes: a tuple
+    return lambda row: tuple(_key_value(row[i]) for i in indexes)
 
 
 def _key_value(value: Any) -> Any:
