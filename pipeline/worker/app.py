@@ -193,6 +193,7 @@ class Worker:
             )
             app.task(self._run_sink)
         self.web = web
+        self.api_listening = asyncio.Event()
         app.task(self._serve_api)
         app.timer(DUE_EVERY, name="due-triggers")(self._fire_due)
         app.timer(1.0, name="rules-reload")(self._reload_rules)
@@ -263,6 +264,14 @@ class Worker:
     async def _run_sink(self) -> None:
         await self.sink.run()
 
+    async def api_ready(self, timeout: float = 30.0) -> None:
+        """Once the API listens (Faust starts its tasks, ``_serve_api`` among them, when the
+        app has started, not before: "worker ready" waits for this, so that whoever reads it
+        can call the API at once)."""
+        if self.web:
+            async with asyncio.timeout(timeout):
+                await self.api_listening.wait()
+
     async def _serve_api(self) -> None:
         if not self.web:
             return
@@ -270,6 +279,7 @@ class Worker:
         await runner.setup()
         host, port = self.settings.worker_web_host, self.settings.worker_web_port
         await web.TCPSite(runner, host, port).start()
+        self.api_listening.set()
         log.info("worker API on http://%s:%d", host, port)
         try:
             await asyncio.Event().wait()

@@ -45,9 +45,13 @@ _STARTUP_NOISE = _StartupNoise()
 
 class _FaustWorker(FaustWorker):
     on_ready: Callable[[], Awaitable[None]] | None = None
+    #: what must be up before "worker ready" (the worker's API)
+    ready_when: Callable[[], Awaitable[None]] | None = None
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
+        if self.ready_when is not None:
+            await self.ready_when()
         _STARTUP_NOISE.starting = False
         _quieter_gc()
         log.info("%s: partitions assigned, tables recovered, agents running", READY)
@@ -99,6 +103,7 @@ def execute(worker: Worker, on_ready: Callable[[], Awaitable[None]] | None = Non
         worker.app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False
     )
     faust_worker.on_ready = on_ready
+    faust_worker.ready_when = worker.api_ready
     with contextlib.suppress(SystemExit):  # mode exits 0 even when a service crashed
         faust_worker.execute_from_commandline()
     crashed = next((s for s in (worker.app, faust_worker) if s.crashed), None)

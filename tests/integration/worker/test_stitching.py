@@ -104,3 +104,17 @@ async def test_events_and_identities_land_in_clickhouse_once(
     assert sorted(r[0] for r in history) == sorted(e["event_id"] for e in events)
     links = await query(settings, f"SELECT anonymous_id, contact_id, reason FROM {db}.identities")
     assert links == [[aid, contact, "identify"]]
+
+
+async def test_the_worker_api_answers_as_soon_as_the_worker_says_ready(
+    collector: RunningCollector, worker: Process
+) -> None:
+    """"worker ready" comes once the API listens (it came a few ms before it, and a query
+    right after the line was once refused in CI)."""
+    import aiohttp
+
+    text = worker.text()
+    assert text.index("worker API on") < text.index("worker ready"), text[-2000:]
+    async with aiohttp.ClientSession() as http:
+        response = await http.get(f"{collector.settings.worker_api}/healthz")
+        assert response.status == 200
