@@ -109,7 +109,7 @@ async def test_events_and_identities_land_in_clickhouse_once(
 async def test_the_worker_api_answers_as_soon_as_the_worker_says_ready(
     collector: RunningCollector, worker: Process
 ) -> None:
-    """"worker ready" comes once the API listens (it came a few ms before it, and a query
+    """ "worker ready" comes once the API listens (it came a few ms before it, and a query
     right after the line was once refused in CI)."""
     import aiohttp
 
