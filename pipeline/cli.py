@@ -106,8 +106,12 @@ def migrate(ctx: click.Context) -> None:
     try:
         applied = clickhouse.call(lambda c: apply_migrations(c, settings.clickhouse_database))
     except Exception as exc:
+        from pipeline.errors import one_line
+
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        reason = one_line(exc, settings) or lines[0][:300]
         raise click.ClickException(
-            f"migrating {describe_url(settings.clickhouse_url)} failed: {exc}"
+            f"migrating {describe_url(settings.clickhouse_url)} failed: {reason}"
         ) from exc
     finally:
         clickhouse.close()

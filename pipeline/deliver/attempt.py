@@ -41,6 +41,15 @@ class Outcome:
     retry_after: float | None = None  # seconds the receiver asked to wait
 
 
+def secret_problem(secret: str) -> str | None:
+    """Why ``secret`` cannot sign (Standard Webhooks: ``whsec_`` and base64), or None."""
+    try:
+        Webhook(secret)
+    except Exception as exc:  # standardwebhooks raises its own errors and binascii's
+        return f"not a Standard Webhooks secret (whsec_<base64>): {exc}"
+    return None
+
+
 def signed_headers(secret: str, trigger_id: str, at: datetime, body: bytes) -> dict[str, str]:
     """The Standard Webhooks headers of one attempt."""
     signature = Webhook(secret).sign(trigger_id, at, body.decode())

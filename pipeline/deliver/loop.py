@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pipeline import codec
 from pipeline.clock import Clock, to_millis
-from pipeline.deliver.attempt import Outcome, attempt, retry_delay
+from pipeline.deliver.attempt import Outcome, attempt, retry_delay, secret_problem
 from pipeline.models.dead_letter import dead_letter_value
 from pipeline.rules import RulesWatcher
 from pipeline.rules.models import Destination
@@ -249,9 +249,10 @@ class Deliverer:
         if destination is None:
             outcome = Outcome("dead", None, "the destination was removed from the rules file")
         else:
-            secret = os.environ.get(destination.secret_env)
-            if not secret:
-                outcome = Outcome("dead", None, f"{destination.secret_env} is not set")
+            secret = os.environ.get(destination.secret_env) or ""
+            problem = secret_problem(secret) if secret else "is not set"
+            if problem is not None:  # no attempt can succeed: dead now, not retried for ever
+                outcome = Outcome("dead", None, f"{destination.secret_env} {problem}")
             else:
                 started = asyncio.get_running_loop().time()
                 outcome = await attempt(

@@ -402,7 +402,16 @@ class Backoff(_Strict):
     max: Duration = timedelta(hours=1)
 
 
-_LOOPBACK = ("127.0.0.1", "::1", "[::1]", "localhost")
+def _loopback(host: str | None) -> bool:
+    """``localhost``, or an address of 127.0.0.0/8 or ::1."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Destination(_Strict):
@@ -428,7 +437,7 @@ class Destination(_Strict):
         parts = urlsplit(value)
         if parts.scheme == "https" and parts.hostname:
             return value
-        if parts.scheme == "http" and parts.hostname in _LOOPBACK:
+        if parts.scheme == "http" and _loopback(parts.hostname):
             return value
         raise ValueError("must be an https:// URL (plain http:// only to a loopback address)")
 

@@ -104,7 +104,7 @@ def test_a_worker_that_crashed_after_starting_does_not_exit_0(
 
     monkeypatch.setattr(main, "_FaustWorker", Ran)
     app = SimpleNamespace(crashed=True, crash_reason=RuntimeError("agent stitch failed"))
-    worker = SimpleNamespace(settings=SimpleNamespace(log_level="info"), app=app)
+    worker = SimpleNamespace(settings=SimpleNamespace(log_level="info"), app=app, api_ready=None)
     with pytest.raises(ServiceCrashed) as raised:
         main.execute(worker)  # type: ignore[arg-type]
     line = one_line(raised.value, None)

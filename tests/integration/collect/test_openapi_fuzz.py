@@ -15,7 +15,7 @@ import base64
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
@@ -40,6 +40,8 @@ TEXTS = st.one_of(
     st.text(max_size=40),
 )  # fmt: skip
 TEXTS_URL = "https://www.acme.example/pricing"
+#: one example of each test is certainly accepted and one certainly refused, whatever is drawn
+VALID_EVENT = {"type": "page_view", "anonymous_id": AID, "url": TEXTS_URL}
 BASIC = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
 
 
@@ -110,6 +112,8 @@ async def test_batches_drawn_from_the_document(
 
     @BUDGET
     @given(envelope=envelopes)
+    @example(envelope={"site_id": SITE, "write_key": WRITE_KEY,
+                       "events": [VALID_EVENT, {"type": "page_view"}]})  # fmt: skip
     def case(envelope: Any) -> None:
         run(send(envelope))
 
@@ -145,12 +149,13 @@ async def test_contacts_drawn_from_the_document(
 
     @BUDGET
     @given(body=bodies)
+    @example(body={"source": "crm", "contacts": [{"email": "ann@initech.io"}, {"email": "x"}]})
     def case(body: Any) -> None:
         run(send(body))
 
     await asyncio.to_thread(case)
     print(f"contacts: {tally}")
-    assert tally.dead_letters
+    assert tally.accepted and tally.dead_letters
     assert len(await collector.read("contact-updates")) == tally.accepted
     assert len(await collector.read("dead-letter")) == tally.dead_letters
 
@@ -180,6 +185,8 @@ async def test_segment_calls_drawn_from_the_document(
             st.tuples(st.sampled_from(["/v1/batch", "/v1/b"]), document.body("SegmentBatch")),
         )
     )
+    @example(request=("/v1/track", {"type": "track", "anonymousId": AID, "event": "signup"}))
+    @example(request=("/v1/batch", {"batch": []}))  # refused: an empty batch
     def case(request: tuple[str, Any]) -> None:
         run(send(*request))
 

@@ -62,8 +62,10 @@ destinations:
 
 
 @pytest.mark.parametrize(
-    "url", ["https://hooks.example/ma", "http://127.0.0.1:9000/hook", "http://localhost/x"]
-)
+    "url",
+    ["https://hooks.example/ma", "http://127.0.0.1:9000/hook", "http://localhost/x",
+     "http://127.0.0.2:8000/hook", "http://[::1]:9000/hook"],
+)  # fmt: skip
 def test_a_destination_takes_https_or_loopback_http(url: str) -> None:
     [destination] = parse_rules(DESTINATION % url).destinations
     assert destination.wants("r1", "email") and not destination.wants("r2", "email")
@@ -71,7 +73,9 @@ def test_a_destination_takes_https_or_loopback_http(url: str) -> None:
     assert destination.retry_for == timedelta(hours=24)
 
 
-@pytest.mark.parametrize("url", ["http://hooks.example/ma", "ftp://x/y", "hooks.example"])
+@pytest.mark.parametrize(
+    "url", ["http://hooks.example/ma", "ftp://x/y", "hooks.example", "http://10.0.0.1/hook"]
+)
 def test_a_destination_refuses_plain_http_beyond_loopback(url: str) -> None:
     with pytest.raises(RulesError) as refused:
         parse_rules(DESTINATION % url, "rules.yaml")
@@ -83,3 +87,14 @@ def test_a_destination_naming_an_unknown_rule_is_refused() -> None:
     with pytest.raises(RulesError) as refused:
         parse_rules(text, "rules.yaml")
     assert "unknown trigger rule 'nope'" in str(refused.value)
+
+
+def test_a_secret_that_cannot_sign_is_named_before_any_attempt() -> None:
+    """The deliverer makes such a job dead at once with this reason (it was retried every 5 s
+    for ever, with no ma.deliveries record)."""
+    from pipeline.deliver.attempt import secret_problem
+
+    assert secret_problem("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") is None
+    for bad in ("not-base64!!", "whsec_@@@"):
+        problem = secret_problem(bad)
+        assert problem is not None and problem.startswith("not a Standard Webhooks secret")
