@@ -12,7 +12,7 @@ loopback; bound beyond it, nothing answers until one is configured.
 Example::
 
     guard = ConsoleGuard(settings, rules)
-    refused = guard.refuse(request)      # None, or the 401 / redirect to answer instead
+    refused = guard.refuse(request)      # None, or the 401 / 403 / redirect to answer instead
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import hmac
 import ipaddress
 import secrets
 import time
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -46,7 +47,16 @@ def is_loopback(host: str) -> bool:
 
 
 class ConsoleGuard:
-    def __init__(self, settings: Settings, rules: RulesWatcher) -> None:
+    """``on_forbidden(path, message)``: told of each key refused for lacking the ``console``
+    scope (the console's worker dead-letters it, as every refusal of a scope is)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        rules: RulesWatcher,
+        on_forbidden: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._on_forbidden = on_forbidden
         token = settings.console_token.get_secret_value() if settings.console_token else ""
         self._token = hashlib.sha256(token.encode()).digest() if token else None
         self._rules = rules
@@ -87,13 +97,16 @@ class ConsoleGuard:
         token = request.query.get("token")
         if token is not None:
             if not self.valid(token):
-                return _unauthorized("the token is not valid")
+                return self._forbidden(request, token) or _unauthorized("the token is not valid")
             return self._login(request)
         if self.open or self._session(request):
             return None
         scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and self.valid(secret.strip()):
-            return None
+        if scheme.lower() == "bearer":
+            if self.valid(secret.strip()):
+                return None
+            if (forbidden := self._forbidden(request, secret.strip())) is not None:
+                return forbidden
         if self._token is None and not self._console_keys():
             return _unauthorized(
                 "the console needs MA_CONSOLE_TOKEN (or a key with the console scope) when "
@@ -101,6 +114,19 @@ class ConsoleGuard:
             )
         return _unauthorized(
             "open /console?token=<MA_CONSOLE_TOKEN> or send Authorization: Bearer <token>"
+        )
+
+    def _forbidden(self, request: web.Request, secret: str) -> web.Response | None:
+        """403 naming the scope for a key of ours without ``console`` (CONTRACT §1), else
+        None (not a key of ours: 401)."""
+        credential = self._rules.rules.keyring.identify(secret) if secret else None
+        if credential is None or credential.allows(CONSOLE):
+            return None
+        message = f"scope {CONSOLE} required: key {credential.id!r} does not have it"
+        if self._on_forbidden is not None:
+            self._on_forbidden(request.path, message)
+        return web.Response(
+            status=403, text=f"403 Forbidden: {message}\n", headers={"Cache-Control": "no-store"}
         )
 
     def _login(self, request: web.Request) -> web.StreamResponse:

@@ -79,7 +79,11 @@ class Console:
         self.settings = worker.settings
         self.db = worker.settings.clickhouse_database
         self.read = reader
-        self.guard = ConsoleGuard(worker.settings, worker.rules)
+        self.guard = ConsoleGuard(
+            worker.settings,
+            worker.rules,
+            on_forbidden=lambda path, message: worker.refused(f"worker:{path}", message),
+        )
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/console", self.index)

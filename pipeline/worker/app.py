@@ -71,6 +71,7 @@ from pipeline.worker.contact import ContactStage
 from pipeline.worker.faust_fixes import TableManager, broker_url
 from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.profiles import SegmentMembership
+from pipeline.worker.steps import Out
 from pipeline.worker.stitch import StitchStage
 from pipeline.worker.store import store_url
 
@@ -204,6 +205,13 @@ class Worker:
             app.timer(settings.segment_refresh, name="segment-membership")(self._refresh_segments)
 
     # -- what the API and profiles read (``profiles.Worker``) --------------------------------
+    def refused(self, source: str, error: str) -> None:
+        """The dead letter of a request the API refused (a key without the scope it needs)."""
+        value = {"received_at": self.clock.now(), "source": source, "error": error,
+                 "payload": None}  # fmt: skip
+        self.committer.emit([Out("dead-letter", None, value)])
+        self.metrics.dead_letters.labels(source).inc()
+
     def load(self, table: Any, key: str) -> Any:
         """The decoded state of ``key`` in ``table``, or None."""
         return self.committer.load(table, key)

@@ -24,6 +24,7 @@ from pipeline.segments import compile_segment
 from tests.browser import Browser, chromium_available
 from tests.conftest import REPO
 from tests.integration.worker.conftest import (
+    CRM_KEY,
     Stack,
     eventually,
     new_aid,
@@ -104,6 +105,26 @@ async def test_nothing_answers_without_the_token(console: tuple[Stack, str], pat
         assert "<html" not in text
     status, _, _ = await get(base(stack) + path + ("&" if "?" in path else "?") + "token=wrong")
     assert status == 401
+
+
+async def test_a_key_without_the_console_scope_gets_403_and_a_dead_letter(
+    console: tuple[Stack, str],
+) -> None:
+    """CONTRACT §1: the example rules' crm-sync key holds contacts:write only."""
+    stack, _ = console
+    status, text, _ = await get(
+        f"{base(stack)}/console/health", {"Authorization": f"Bearer {CRM_KEY}"}
+    )
+    assert status == 403 and "scope console required: key 'crm-sync'" in text, (status, text)
+    assert "<html" not in text
+
+    async def dead_lettered() -> bool:
+        async with stack.reader("dead-letter") as reader:
+            await reader.settle(0.5)
+        return any(v.get("source") == "worker:/console/health" and "scope console" in v["error"]
+                   for v in reader.values)  # fmt: skip
+
+    await eventually(dead_lettered, timeout=20)
 
 
 async def test_a_browser_logs_in_once_with_the_token_in_the_url(console: tuple[Stack, str]) -> None:

@@ -52,11 +52,24 @@ def test_the_token_or_a_console_key_opens_it(tmp_path: Path, secret: str) -> Non
     assert refused is not None and refused.status == 401
 
 
-def test_a_key_without_the_console_scope_does_not(tmp_path: Path) -> None:
-    console = guard(tmp_path, RULES)
+def test_a_key_without_the_console_scope_gets_403_naming_it_and_is_reported(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    told: list[tuple[str, str]] = []
+    console = ConsoleGuard(Settings(config=path), RulesWatcher(path),
+                           on_forbidden=lambda *refusal: told.append(refusal))  # fmt: skip
     bearer = {"Authorization": "Bearer mak_crm_key_without_console_000"}
     refused = console.refuse(request(headers=bearer))  # type: ignore[arg-type]
-    assert refused is not None and refused.status == 401
+    assert refused is not None and refused.status == 403
+    message = "scope console required: key 'crm' does not have it"
+    assert message in refused.text  # type: ignore[attr-defined]
+    login = console.refuse(request("/console/funnel?token=mak_crm_key_without_console_000"))  # type: ignore[arg-type]
+    assert login is not None and login.status == 403
+    assert told == [("/console/health", message), ("/console/funnel", message)]
+    unknown = console.refuse(request(headers={"Authorization": "Bearer not-a-key-of-ours"}))  # type: ignore[arg-type]
+    assert unknown is not None and unknown.status == 401
 
 
 def test_a_login_gives_a_session_that_opens_it_and_a_forged_one_does_not(tmp_path: Path) -> None:
