@@ -21,6 +21,7 @@ TABLES = {
     "scores",
     "score_changes",
     "triggers",
+    "deliveries",
     "contact_events",
 }
 

@@ -58,6 +58,7 @@ async def test_invalid_events_are_listed_and_dead_lettered_while_valid_ones_pass
         {"type": "custom", "anonymous_id": AID},
         "nonsense",
         {"type": "email_sent", "anonymous_id": AID, "contact_id": str(uuid.uuid4())},
+        {"type": "page_view", "url": "https://www.acme.example/"},  # no cookie, from a browser
     ]
     response = await collector.post_batch(events)
     body = await response.json()
@@ -69,9 +70,10 @@ async def test_invalid_events_are_listed_and_dead_lettered_while_valid_ones_pass
     assert errors[3] == "events[3]: expected a JSON object"
     assert "may only be sent by a server key" in errors[4]
     assert "contact_id: only accepted with a server key" in errors[4]
+    assert errors[5] == "events[5].anonymous_id: required from browsers (write key)"
     settings = collector.settings
     async with TopicReader(settings.bootstrap, settings.topic("dead-letter")) as dead:
-        letters = await dead.wait_for(lambda vs: len(vs) >= 4)
+        letters = await dead.wait_for(lambda vs: len(vs) >= 5)
     assert {d["error"] for d in letters} == set(errors.values())
     assert all(d["source"] == "collector:/v1/batch" for d in letters)
     by_error = {d["error"]: d["payload"] for d in letters}
@@ -170,6 +172,22 @@ async def test_server_key_may_send_server_events_with_a_contact(
     ids = [v["event_id"] for v in values[:2]]
     assert len(set(ids)) == 2
     assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
+
+
+async def test_only_the_collector_makes_email_clicks_opens_and_unsubscribes(
+    collector: RunningCollector,
+) -> None:
+    """CONTRACT §2: not even a server key may send them (they come from signed links)."""
+    contact = str(uuid.uuid4())
+    events = [{"type": kind, "contact_id": contact, "anonymous_id": AID}
+              for kind in ("email_click", "email_open", "unsubscribe")]  # fmt: skip
+    response = await collector.post_batch(
+        events, headers={"Authorization": f"Bearer {SERVER_KEY}"}, write_key=None
+    )
+    body = await response.json()
+    assert response.status == 200 and body["accepted"] == 0, body
+    assert [r["index"] for r in body["rejected"]] == [0, 1, 2]
+    assert all(r["error"].startswith(f"events[{r['index']}].type") for r in body["rejected"]), body
 
 
 async def test_a_wrong_server_key_is_refused(collector: RunningCollector) -> None:

@@ -36,7 +36,7 @@ from tests.processes import Process
 pytestmark = pytest.mark.integration
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-BEHAVIOURS = ("ok", "flaky", "slow", "gone", "redirect", "down", "stubborn")
+BEHAVIOURS = ("ok", "flaky", "slow", "gone", "redirect", "down", "stubborn", "broken")
 
 
 @dataclass
@@ -65,6 +65,8 @@ class Receiver:
             await asyncio.sleep(3)  # past the destination's 1 s timeout
         if self.behaviour == "gone":
             return web.Response(status=410)
+        if self.behaviour == "broken":  # for ever (its destination retries for 2 s only)
+            return web.Response(status=500)
         if self.behaviour == "redirect":
             raise web.HTTPFound(f"http://127.0.0.1:{self.port}/elsewhere")
         if self.behaviour == "stubborn" and time.monotonic() < self.failing_until:
@@ -98,7 +100,8 @@ def rules_text(receivers: dict[str, Receiver]) -> str:
     for name, receiver in receivers.items():
         lines.append(
             f"  - {{id: {name}, url: 'http://127.0.0.1:{receiver.port}/hook', rules: [to-{name}],"
-            " secret_env: HOOK_SECRET, timeout: 1s, retry_for: 10m,"
+            " secret_env: HOOK_SECRET, timeout: 1s,"
+            f" retry_for: {'2s' if name == 'broken' else '10m'},"
             " backoff: {first: 0.3s, max: 2s}}"
         )
     return "\n".join(lines) + "\n"
@@ -236,6 +239,35 @@ async def test_each_answer_gets_what_the_contract_says(delivery: Delivery) -> No
         await asyncio.gather(writing, return_exceptions=True)
         await producer.stop()
         warehouse.close()
+
+
+async def test_after_retry_for_a_failing_delivery_is_dead_and_dead_lettered(
+    delivery: Delivery,
+) -> None:
+    """CONTRACT §5: retried until ``retry_for`` (2 s here), then dead: the last ma.deliveries
+    record says so and the trigger goes to ma.dead-letter. Each record carries the trigger's id,
+    its time, the error and (while retrying) when the next attempt is."""
+    sent = trigger("to-broken")
+    await delivery.send(sent)
+
+    async def dead() -> list[Any]:
+        records = [d for d in await delivery.records("deliveries")
+                   if d["trigger_id"] == sent["trigger_id"]]  # fmt: skip
+        return records if records and records[-1]["status"] == "dead" else []
+
+    async with asyncio.timeout(60):
+        while not (records := await dead()):
+            await asyncio.sleep(0.5)
+    assert [r["status"] for r in records] == ["retrying"] * (len(records) - 1) + ["dead"]
+    assert len(records) >= 2 and [r["attempt"] for r in records] == list(range(1, len(records) + 1))
+    for record in records:
+        assert record["destination"] == "broken" and record["http_status"] == 500
+        assert record["at"] and "500" in record["error"]
+    assert all(r["next_attempt_at"] for r in records[:-1]) and not records[-1]["next_attempt_at"]
+    assert "retry_for" in records[-1]["error"]
+    letters = [d for d in await delivery.records("dead-letter") if d["source"] == "deliver:broken"]
+    assert [d["payload"]["trigger_id"] for d in letters] == [sent["trigger_id"]]
+    assert len(delivery.receivers["broken"].calls[sent["trigger_id"]]) == len(records)
 
 
 async def test_a_receiver_down_for_30_s_does_not_delay_another(delivery: Delivery) -> None:

@@ -98,3 +98,18 @@ def test_a_secret_that_cannot_sign_is_named_before_any_attempt() -> None:
     for bad in ("not-base64!!", "whsec_@@@"):
         problem = secret_problem(bad)
         assert problem is not None and problem.startswith("not a Standard Webhooks secret")
+
+
+def test_a_destination_may_take_channels_instead_of_rules_but_not_both() -> None:
+    by_channel = DESTINATION.replace("rules: [r1]", "channels: [sales, web]") % "https://h.example/"
+    [destination] = parse_rules(by_channel).destinations
+    assert destination.wants("any-rule", "sales") and destination.wants("r1", "web")
+    assert not destination.wants("r1", "email")
+    both = DESTINATION.replace("rules: [r1]", "rules: [r1], channels: [sales]")
+    for text in (
+        both % "https://h.example/",
+        DESTINATION.replace("rules: [r1], ", "") % "https://h.example/",
+    ):
+        with pytest.raises(RulesError) as refused:
+            parse_rules(text, "rules.yaml")
+        assert "give exactly one of rules, channels" in str(refused.value)
