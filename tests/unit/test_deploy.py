@@ -89,3 +89,17 @@ def test_every_metric_the_readme_names_is_exported_under_that_name() -> None:
         if family.type == "counter"
     }
     assert named <= exported() - counters, sorted(named - (exported() - counters))
+
+
+def test_every_metric_exported_is_documented_in_the_readme() -> None:
+    """The other way round: nothing on a ``/metrics`` that the README does not name (counters
+    with ``_total``, histograms and gauges by their name)."""
+    text = (REPO / "README.md").read_text()
+    documented = set(re.findall(r"`(ma_[a-z0-9_]+)", text))
+    families = {
+        f"{family.name}_total" if family.type == "counter" else family.name
+        for registry in _registries()
+        for family in registry.collect()
+        if family.name.startswith("ma_")
+    }
+    assert families <= documented, sorted(families - documented)
