@@ -60,6 +60,18 @@ async def test_triggers_pending_lists_what_waits_until_it_fires(
 
         await eventually(gauge, timeout=40)
 
+        async def lag() -> bool:  # and the consumer lag of its groups, per topic (CONTRACT §8)
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{stack.settings.worker_api}/metrics") as response,
+            ):
+                text = await response.text()
+            topics = set(re.findall(r'^ma_consumer_lag\{[^}]*topic="([^"]+)"[^}]*\} [0-9.e+]+$',
+                                    text, re.M))  # fmt: skip
+            return stack.settings.topic("events") in topics
+
+        await eventually(lag, timeout=40)
+
         stack.advance(timedelta(days=1, seconds=1))
         [fired] = [
             t for t in await wait_triggers(stack, contact, 1) if t["rule"] == "pricing-trial-offer"
