@@ -97,18 +97,18 @@ def _our_batch() -> dict[str, Any]:
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": {"oneOf": [_ref(BatchRequest), _ref(http.SegmentBatch)]}
+                    "schema": {"anyOf": [_ref(BatchRequest), _ref(http.SegmentBatch)]}
                 },
                 "text/plain": {"schema": _ref(BatchRequest)},  # sendBeacon's content type
             },
         },
         "responses": {
             "200": _json(
-                {"oneOf": [_ref(http.BatchAnswer), _ref(http.SegmentSuccess)]},
+                {"anyOf": [_ref(http.BatchAnswer), _ref(http.SegmentSuccess)]},
                 "every event accepted (durably in Kafka) or listed as rejected",
             ),
             "400": _json(
-                {"oneOf": [_ref(http.ErrorAnswer), _ref(http.SegmentRefusal)]},
+                {"anyOf": [_ref(http.ErrorAnswer), _ref(http.SegmentRefusal)]},
                 "the envelope is unusable (not JSON, no events, unknown site, bad key)",
             ),
             "403": _error("the key lacks the scope `ingest:<site>`"),

@@ -195,3 +195,13 @@ async def test_segment_calls_drawn_from_the_document(
     assert tally.accepted and tally.dead_letters
     records = len(await collector.read("events")) + len(await collector.read("dead-letter"))
     assert records == tally.accepted + tally.dead_letters
+
+
+async def test_a_refusal_in_both_shapes_matches_the_document(
+    collector: RunningCollector, document: Document
+) -> None:
+    """Our envelope sent with an SDK's Basic auth is refused with ``error`` and Segment's
+    ``code`` and ``message``: the document must accept that answer too."""
+    body = {"site_id": "no-such-site", "events": [VALID_EVENT]}
+    status, answer = await post(collector, document, "/v1/batch", body, {"Authorization": BASIC})
+    assert status == 400 and {"error", "code", "message"} <= set(answer), answer
