@@ -565,6 +565,7 @@ def contacts_import(
     ctx: click.Context, file: Path, source: str, maps: tuple[str, ...], report: Path | None
 ) -> None:
     """Stream FILE.csv onto ma.contact-updates (bad rows reported by line and skipped)."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TransferSpeedColumn
 
     from pipeline.contacts.importer import import_csv, parse_mapping
@@ -579,6 +580,8 @@ def contacts_import(
         "[progress.percentage]{task.percentage:>3.0f}%",
         TransferSpeedColumn(),
         transient=True,
+        console=Console(stderr=True),
+        disable=not sys.stderr.isatty(),  # not a terminal: no bar (it left a blank line)
     ) as progress:
         task = progress.add_task(f"importing {file.name}", total=file.stat().st_size)
         try:
@@ -698,6 +701,7 @@ def demo(ctx: click.Context, visitors: int, seed: int, crm_key: str | None) -> N
     with Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         transient=True, console=Console(stderr=True),  # the summary alone on stdout
+        disable=not sys.stderr.isatty(),  # not a terminal: no bar (it left a blank line)
     ) as progress:  # fmt: skip
         tasks: dict[str, Any] = {}
 

@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import struct
@@ -45,6 +46,7 @@ from aiokafka.errors import (
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from pipeline import codec
+from pipeline.logs import quiet
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -105,9 +107,13 @@ class JsonProducer:
         loop = asyncio.get_running_loop()
         deadline = None if give_up_after is None else loop.time() + give_up_after
         delay = 0.5
+        # a command (``give_up_after``) reports an unreachable broker in one line: neither
+        # aiokafka's error logs nor our retries are printed; a service logs each retry
+        retried = log.warning if give_up_after is None else log.debug
         while True:
             try:
-                await self._producer.start()
+                with contextlib.nullcontext() if give_up_after is None else quiet("aiokafka"):
+                    await self._producer.start()
                 self._started = True
                 return
             except KafkaError as exc:
@@ -118,9 +124,7 @@ class JsonProducer:
                         "start it with `ma-pipeline broker start` (or `make run`), or set "
                         "MA_KAFKA_BOOTSTRAP"
                     ) from exc
-                log.warning(
-                    "broker %s not reachable yet (%s); retrying", self.settings.bootstrap, exc
-                )
+                retried("broker %s not reachable yet (%s); retrying", self.settings.bootstrap, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

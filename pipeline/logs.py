@@ -11,9 +11,10 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 #: aiokafka's loggers that log per retry while a broker is unreachable (its client module logs
 #: as "aiokafka"; a filter on a logger does not see its children's records).
@@ -86,3 +87,16 @@ def quiet_libraries(level: str) -> None:
 #: mode names a service's logger after its class's module, so Faust's own INFO lines (each
 #: service starting, every partition opened, the recovery tables) log under these names.
 FAUST_SUBCLASS_MODULES = ("pipeline.worker.faust_fixes", "pipeline.worker.store")
+
+
+@contextlib.contextmanager
+def quiet(name: str) -> Iterator[None]:
+    """Silence logger ``name`` for a moment: a command that reports a failure in one line
+    (``pipeline.errors``) does not also print the library's own log of it."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

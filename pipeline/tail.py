@@ -22,6 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline import codec
+from pipeline.logs import quiet
 from pipeline.settings import Settings
 from pipeline.topics import all_topics, topic_name
 
@@ -55,8 +56,9 @@ async def follow(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap, group_id=None, enable_auto_commit=False
     )
-    await consumer.start()
     try:
+        with quiet("aiokafka"):  # unreachable: one line (pipeline.errors), not its error log
+            await consumer.start()
         partitions = consumer.partitions_for_topic(name) or await _partitions(consumer, name)
         if not partitions:
             known = ", ".join(topic_name(settings, spec) for spec in all_topics() if spec.public)

@@ -18,14 +18,13 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from pipeline.logs import quiet
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -175,7 +174,7 @@ async def ensure_topics(
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=15000)
     # an unreachable broker fails start() with KafkaConnectionError, which the command reports
     # in one line (pipeline.errors): aiokafka's own error log of the same would be a second
-    with _quiet("aiokafka"):
+    with quiet("aiokafka"):
         await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -220,14 +219,3 @@ async def _wait_for_leaders(
         ):
             return
         await asyncio.sleep(0.1)
-
-
-@contextlib.contextmanager
-def _quiet(name: str) -> Iterator[None]:
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

@@ -50,9 +50,20 @@ def listening() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
-@pytest.mark.parametrize("command", ["topics", "collector", "worker"])
+@pytest.mark.parametrize(
+    "command",
+    ["topics", "collector", "worker", "sink", "deliver", "tail events", "triggers tail",
+     "forget ann@initech.io", "contacts import {csv} --source crm"],
+)  # fmt: skip
 def test_an_unreachable_broker_is_one_line(command: str, tmp_path: Path) -> None:
-    line = one_line(ma_pipeline(command, MA_DATA_DIR=str(tmp_path), MA_HTTP_PORT=str(free_port())))
+    """Services and one-shot commands alike (tail's consumer, and forget's and import's
+    producer, retrying for 10 s, printed aiokafka's errors, their retries and a blank line)."""
+    csv = tmp_path / "contacts.csv"
+    csv.write_text("email\nann@initech.io\n")
+    names = ("MA_HTTP_PORT", "MA_WORKER_WEB_PORT", "MA_SINK_WEB_PORT", "MA_DELIVER_WEB_PORT")
+    ports = {name: str(free_port()) for name in names}
+    args = command.format(csv=csv).split()
+    line = one_line(ma_pipeline(*args, MA_DATA_DIR=str(tmp_path), **ports))
     assert line.startswith("Error: cannot reach the Kafka broker at 127.0.0.1:")
     assert "MA_KAFKA_BOOTSTRAP" in line
 
