@@ -70,8 +70,12 @@ def test_an_unreachable_broker_is_one_line(command: str, tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     ("command", "variable"),
-    [("worker", "MA_WORKER_WEB_PORT"), ("collector", "MA_HTTP_PORT"), ("sink", "MA_SINK_WEB_PORT"),
-     ("deliver", "MA_DELIVER_WEB_PORT")],  # fmt: skip
+    [
+        ("worker", "MA_WORKER_WEB_PORT"),
+        ("collector", "MA_HTTP_PORT"),
+        ("sink", "MA_SINK_WEB_PORT"),
+        ("deliver", "MA_DELIVER_WEB_PORT"),
+    ],
 )
 def test_a_port_in_use_is_one_line(
     command: str, variable: str, listening: int, tmp_path: Path
