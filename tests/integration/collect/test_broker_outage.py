@@ -107,16 +107,18 @@ class Load:
 
 
 async def spooled_records_arrive(settings: Settings, timeout: float = 15) -> None:
-    """Wait until the pixel and the click answered during the outage are on ma.events."""
+    """Wait until the pixel, the click and the open answered during the outage are on
+    ma.events."""
     deadline = time.monotonic() + timeout
     while True:
         values = [m.value for m in await read_topic(settings, "events")]
         pixels = [v for v in values if v.get("title") == "spooled"]
         clicks = [v for v in values if v["type"] == "email_click"]
-        if pixels and clicks:
+        opens = [v for v in values if v["type"] == "email_open"]
+        if pixels and clicks and opens:
             assert clicks[0]["contact_id"] == CONTACT
             return
-        assert time.monotonic() < deadline, "the spooled pixel and click never arrived"
+        assert time.monotonic() < deadline, "the spooled pixel, click or open never arrived"
         await asyncio.sleep(0.5)
 
 
@@ -175,6 +177,9 @@ async def test_a_broker_outage_gets_503s_and_loses_no_acknowledged_event(
         token = links.sign(contact_id=CONTACT, url=TARGET, keys=settings.link_keys, now=sent)
         click = await http.get(f"{url}/c/{token}", headers=PERSON, allow_redirects=False)
         assert (click.status, click.headers["Location"]) == (302, TARGET)
+        token = links.sign(contact_id=CONTACT, purpose="open", keys=settings.link_keys, now=sent)
+        email_open = await http.get(f"{url}/o/{token}.gif", headers=PERSON)
+        assert (email_open.status, await email_open.read()) == (200, pages.GIF)  # always the GIF
         # what must not be spooled: an unsubscribe and a CRM upsert are refused, to be retried
         token = links.sign(
             contact_id=CONTACT, purpose="unsubscribe", keys=settings.link_keys, now=sent
