@@ -191,7 +191,8 @@ async def test_segment_sdks_may_use_a_key_with_one_ingest_scope(
 
     no_site = await two_sites.http.post(url, json={"batch": [TRACK]}, headers=basic(CRM_KEY))
     assert no_site.status == 403
-    assert (await no_site.json())["code"] == "forbidden"
+    refused = await no_site.json()
+    assert refused["code"] == "forbidden" and "scope ingest:<site> required" in refused["message"]
 
     several = await two_sites.http.post(url, json={"batch": [TRACK]}, headers=basic(BOTH_SITES))
     assert several.status == 400
