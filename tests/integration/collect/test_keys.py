@@ -130,6 +130,9 @@ async def test_granted_keys_work_and_two_keys_with_the_same_scopes_are_valid_at_
         assert (await response.json()) == {"accepted": 2, "rejected": []}
         listed = await two_sites.get("/v1/segments", headers=bearer(secret))
         assert listed.status == 200
+        # profiles:read lets it past the key check: 503 here only because no worker runs
+        profile = await two_sites.get(f"/v1/profile?aid={AID}", headers=bearer(secret))
+        assert profile.status == 503 and "profiles are not available" in (await profile.text())
     beta = await two_sites.http.post(
         f"{two_sites.url}/v1/batch",
         json={"site_id": "beta", "events": [SENT]},  # a server-only type: trusted
