@@ -34,7 +34,7 @@ from yarl import URL
 from pipeline import codec, links
 from pipeline.clock import Clock
 from pipeline.collect import pages
-from pipeline.collect.automation import BurstDetector, judge
+from pipeline.collect.automation import BurstDetector, judge, prefetched
 from pipeline.collect.cookies import (
     cookie_domain,
     is_uuid_text,
@@ -622,8 +622,10 @@ class Collector:
         """``GET|POST /u/{token}``: one-click unsubscribe (RFC 8058).
 
         A POST (the mail client's one-click, or the confirmation button) unsubscribes at once.
-        A GET unsubscribes at once too, unless it looks automated (a scanner following every
-        link): then it shows a one-button confirmation page and changes nothing.
+        A GET unsubscribes at once too, unless a link scanner or a preview made it by itself
+        (``automation.prefetched``: a scanner's user agent or network, ``HEAD``, a bot; a plain
+        HTTP library's GET is a person's program and unsubscribes): then it shows a one-button
+        confirmation page and changes nothing.
         """
         token = request.match_info["token"]
         html_headers = {**NO_STORE, "Referrer-Policy": "no-referrer"}
@@ -637,8 +639,8 @@ class Collector:
             )
         aid = self.cookie_aid(request)
         event = self._email_event(request, claims, "unsubscribe", aid)
-        # Not POST (GET, or HEAD from a link checker) and automated: ask a person to confirm.
-        if request.method != "POST" and event.get("automated"):
+        # Not POST (GET, or HEAD from a link checker) and prefetched: ask a person to confirm.
+        if request.method != "POST" and prefetched(event.get("automated_reason")):
             return web.Response(
                 text=pages.confirm_unsubscribe(request.path),
                 content_type="text/html",

@@ -101,6 +101,24 @@ SCANNER_USER_AGENTS: tuple[tuple[str, str], ...] = (
 
 # Generic crawler markers. "bot" only as a word or before '/' or ';' (Googlebot/2.1,
 # AhrefsBot/7.0, "compatible; bot"), so phone names such as "CUBOT P30" stay human.
+#: Labels above of plain HTTP libraries: a program a person runs, not a link scanner. A click
+#: from one is judged automated (no link, no score), but a ``GET /u/{token}`` from one
+#: unsubscribes at once, as a person's would (``prefetched``).
+HTTP_LIBRARIES = frozenset({
+    "python-requests", "python-urllib", "python-httpx", "aiohttp", "curl", "wget",
+    "Go-http-client", "Java", "Apache-HttpClient", "libwww-perl", "node-fetch", "axios",
+})  # fmt: skip
+
+
+def prefetched(reason: str | None) -> bool:
+    """Is a ``GET`` judged automated for ``reason`` (``judge``'s) one that a link scanner or a
+    preview makes by itself, so that it must not unsubscribe? (An HTTP library's is not.)"""
+    if reason is None:
+        return False
+    label = reason.removeprefix("scanner_user_agent:")
+    return not (label != reason and label in HTTP_LIBRARIES)
+
+
 _GENERIC_AGENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("bot", re.compile(r"bot[/;]|\bbot\b")),
     ("spider", re.compile(r"spider")),

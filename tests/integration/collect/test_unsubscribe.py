@@ -45,6 +45,22 @@ async def test_a_person_following_the_link_is_unsubscribed(collector: RunningCol
     assert event["contact_id"] == CONTACT
 
 
+@pytest.mark.parametrize(
+    "user_agent", ["curl/8.5.0", "python-requests/2.32.3", "Python/3.11 aiohttp/3.14.5"]
+)
+async def test_a_get_from_an_http_library_unsubscribes_at_once(
+    collector: RunningCollector, user_agent: str
+) -> None:
+    """A person's program is not a link scanner (CONTRACT §2: "consent false at once")."""
+    response = await collector.get(f"/u/{collector.sign('unsubscribe')}", user_agent=user_agent)
+
+    assert response.status == 200
+    assert "You are unsubscribed" in await response.text()
+    (event,) = await collector.values("events")
+    assert (event["type"], event["contact_id"]) == ("unsubscribe", CONTACT)
+    assert "automated" not in event
+
+
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 async def test_a_scanner_following_the_link_gets_a_confirmation_and_changes_nothing(
     collector: RunningCollector, method: str

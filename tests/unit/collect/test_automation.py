@@ -351,3 +351,15 @@ def test_naive_times_are_refused() -> None:
     detector = BurstDetector(RULES)
     with pytest.raises(ValueError, match="timezone-aware"):
         detector.observe("c1", "spring", "hero", datetime(2026, 1, 1))
+
+
+def test_only_scanners_and_previews_prefetch_an_unsubscribe_link() -> None:
+    from pipeline.collect.automation import prefetched
+
+    assert not prefetched(None)
+    assert not prefetched("scanner_user_agent:curl")
+    assert not prefetched("scanner_user_agent:python-requests")
+    for reason in ("scanner_user_agent:Proofpoint", "scanner_user_agent:Slack", "head_request",
+                   "scanner_user_agent:HeadlessChrome", "scanner_network:Microsoft",
+                   "clicked_within_10s_of_send", "no_user_agent", "bot"):  # fmt: skip
+        assert prefetched(reason), reason
