@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import time
 from collections.abc import Callable
@@ -28,22 +27,12 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from pipeline.rules import RulesWatcher
-from pipeline.rules.models import CONSOLE
+from pipeline.rules.models import CONSOLE, is_loopback
 from pipeline.settings import Settings
 
 COOKIE = "ma_console"
 SESSION_SECONDS = 12 * 3600
 MAX_SESSIONS = 10_000
-
-
-def is_loopback(host: str) -> bool:
-    """Whether an address to listen on is this machine only (``""`` and ``0.0.0.0`` are not)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ConsoleGuard:

@@ -402,10 +402,9 @@ class Backoff(_Strict):
     max: Duration = timedelta(hours=1)
 
 
-def _loopback(host: str | None) -> bool:
-    """``localhost``, or an address of 127.0.0.0/8 or ::1."""
-    import ipaddress
-
+def is_loopback(host: str | None) -> bool:
+    """``localhost``, or an address of 127.0.0.0/8 or ::1 (``""`` and ``0.0.0.0`` are not): a
+    webhook URL's host, or an address the worker's API listens on (the console's guard)."""
     if host == "localhost":
         return True
     try:
@@ -437,7 +436,7 @@ class Destination(_Strict):
         parts = urlsplit(value)
         if parts.scheme == "https" and parts.hostname:
             return value
-        if parts.scheme == "http" and _loopback(parts.hostname):
+        if parts.scheme == "http" and is_loopback(parts.hostname):
             return value
         raise ValueError("must be an https:// URL (plain http:// only to a loopback address)")
 

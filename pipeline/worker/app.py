@@ -71,7 +71,6 @@ from pipeline.worker.contact import ContactStage
 from pipeline.worker.faust_fixes import TableManager, broker_url
 from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.profiles import SegmentMembership
-from pipeline.worker.steps import Out
 from pipeline.worker.stitch import StitchStage
 from pipeline.worker.store import store_url
 
@@ -207,10 +206,7 @@ class Worker:
     # -- what the API and profiles read (``profiles.Worker``) --------------------------------
     def refused(self, source: str, error: str) -> None:
         """The dead letter of a request the API refused (a key without the scope it needs)."""
-        value = {"received_at": self.clock.now(), "source": source, "error": error,
-                 "payload": None}  # fmt: skip
-        self.committer.emit([Out("dead-letter", None, value)])
-        self.metrics.dead_letters.labels(source).inc()
+        self.committer.refused(source, error)
 
     def load(self, table: Any, key: str) -> Any:
         """The decoded state of ``key`` in ``table``, or None."""

@@ -160,21 +160,16 @@ class Committer:
             decoded: Any = codec.loads(payload) if payload else None
         except ValueError:
             decoded = (payload or b"")[:65536].decode("utf-8", errors="replace")
-        self.emit(
-            [
-                Out(
-                    "dead-letter",
-                    None,
-                    {
-                        "received_at": self.clock.now(),
-                        "source": source,
-                        "error": f"{type(exc).__name__}: {exc}",
-                        "payload": decoded,
-                    },
-                )
-            ],
-            pending,
-        )
+        self.refused(source, f"{type(exc).__name__}: {exc}", decoded, pending)
+
+    def refused(
+        self, source: str, error: str, payload: Any = None, pending: list[Any] | None = None
+    ) -> None:
+        """The dead letter of something refused (``error`` as a person reads it), counted;
+        without ``pending`` it is sent at once (a request the worker's API refused)."""
+        value = {"received_at": self.clock.now(), "source": source, "error": error,
+                 "payload": payload}  # fmt: skip
+        self.emit([Out("dead-letter", None, value)], pending)
         self.metrics.dead_letters.labels(source).inc()
 
     def count(self, counters: Counters) -> None:

@@ -49,23 +49,22 @@ async def test_triggers_pending_lists_what_waits_until_it_fires(
         everything = await asyncio.to_thread(pending, stack.settings)
         assert line in everything  # without an email: all that waits on this worker
 
-        async def gauge() -> bool:  # ma_triggers_pending counts them (every 15 s)
+        async def metrics() -> str:
             async with (
                 aiohttp.ClientSession() as http,
                 http.get(f"{stack.settings.worker_api}/metrics") as response,
             ):
-                text = await response.text()
+                return await response.text()
+
+        async def gauge() -> bool:  # ma_triggers_pending counts them (every 15 s)
+            text = await metrics()
             values = re.findall(r'^ma_triggers_pending\{table="[^"]+"\} ([0-9.]+)$', text, re.M)
             return sum(float(v) for v in values) == len(everything)
 
         await eventually(gauge, timeout=40)
 
         async def lag() -> bool:  # and the consumer lag of its groups, per topic (CONTRACT §8)
-            async with (
-                aiohttp.ClientSession() as http,
-                http.get(f"{stack.settings.worker_api}/metrics") as response,
-            ):
-                text = await response.text()
+            text = await metrics()
             topics = set(re.findall(r'^ma_consumer_lag\{[^}]*topic="([^"]+)"[^}]*\} [0-9.e+]+$',
                                     text, re.M))  # fmt: skip
             return stack.settings.topic("events") in topics
