@@ -85,11 +85,7 @@ def inbound_fields(raw: dict[str, Any]) -> dict[str, Any] | None:
             continue
         limit = TEXT_LIMITS.get(name)
         if limit is not None:
-            if (
-                type(value) is not str
-                or len(value) > limit
-                or not (value.isascii() or _SURROGATE.search(value) is None)
-            ):
+            if not plain_text(value, limit):
                 return None
             fields[name] = value
         elif name in UUID_FIELDS:
@@ -101,11 +97,11 @@ def inbound_fields(raw: dict[str, Any]) -> dict[str, Any] | None:
                 return None
             fields[name] = value
         elif name == "ts":
-            fields[name] = ts = _utc_time(value)
+            fields[name] = ts = utc_time(value)
             if ts is None:
                 return None
         elif name in MAP_FIELDS:
-            if type(value) is not dict or not _is_plain_map(value):
+            if type(value) is not dict or not is_plain_map(value):
                 return None
             fields[name] = dict(value)
         elif name == "bounce_type":
@@ -127,7 +123,16 @@ def inbound_fields(raw: dict[str, Any]) -> dict[str, Any] | None:
     return fields
 
 
-def _utc_time(value: object) -> datetime | None:
+def plain_text(value: object, limit: int) -> bool:
+    """A text field the model keeps as it is: text within ``limit``, valid Unicode."""
+    return (
+        type(value) is str
+        and len(value) <= limit
+        and (value.isascii() or _SURROGATE.search(value) is None)
+    )
+
+
+def utc_time(value: object) -> datetime | None:
     """``UtcDatetime`` of epoch milliseconds or ISO text; ``None`` if the model would refuse."""
     if type(value) is int or type(value) is float:  # not bool: the model refuses booleans
         if not 0 <= value < MAX_EPOCH_MILLIS:
@@ -136,7 +141,8 @@ def _utc_time(value: object) -> datetime | None:
     if type(value) is str and len(value) <= MAX_TIME_TEXT:
         if _PLAIN_UTC_TIME.fullmatch(value):  # what SDKs send (toISOString): 3x cheaper
             try:
-                return datetime.fromisoformat(value).astimezone(UTC)
+                at = datetime.fromisoformat(value)
+                return at if at.tzinfo is UTC else at.astimezone(UTC)
             except ValueError:
                 pass  # e.g. month 13: the model says what is wrong
         try:
@@ -146,7 +152,7 @@ def _utc_time(value: object) -> datetime | None:
     return None
 
 
-def _is_plain_map(value: dict[Any, Any]) -> bool:
+def is_plain_map(value: dict[Any, Any]) -> bool:
     """Properties or traits the model accepts as they are: ``check_map``'s bounds, and keys
     without surrogates (the model validates keys as text). Flat maps of short texts and numbers
     are checked inline; nested ones by ``check_map`` itself."""

@@ -129,6 +129,31 @@ def validate_event(
             fields = InboundEvent.model_validate(raw).__dict__
         except ValidationError as exc:
             return Rejection(index, describe_validation_error(exc, f"events[{index}]"), raw)
+    return checked_event(
+        index,
+        fields,
+        raw,
+        site_id=site_id,
+        trusted=trusted,
+        received_at=received_at,
+        user_agent=user_agent,
+        dialect=dialect,
+    )
+
+
+def checked_event(
+    index: int,
+    fields: dict[str, Any],
+    raw: Any,
+    *,
+    site_id: str,
+    trusted: bool,
+    received_at: datetime,
+    user_agent: str | None,
+    dialect: Dialect,
+) -> dict[str, Any] | Rejection:
+    """``validate_event`` once the event's fields are well typed (``InboundEvent``'s): what this
+    key may send, then the ``ma.events`` value. ``raw`` is what a rejection carries."""
     url = fields["url"]
     path = None
     if url is not None:
