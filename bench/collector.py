@@ -181,6 +181,8 @@ def _describe(extra: dict[str, Any], unit: str) -> str:
             f"{extra['server_cpu']:.2f} CPU = {extra['per_core']:,} {unit} per core")  # fmt: skip
 
 
+#: an endpoint whose bodies hold the same events as another's, in another API's shape
+SAME_EVENTS = {"segment_100": "batch_100"}
 GOALS = {
     "batch_1": "goal >= 0.5 x bare and >= 15k req/s",
     "batch_20": "goal >= 0.5 x bare and >= 150k events/s per core",
@@ -219,6 +221,7 @@ async def collector(ctx: BenchContext, out: Section) -> None:
         for server in servers.values():
             await server.wait_for("listening on", timeout=30)
         ctx.log(f"wrk -t1 -c{CONNECTIONS}, {seconds} s per run, bare and collector in turn")
+        medians: dict[str, float] = {}  # the collector's, per endpoint
         for endpoint in ENDPOINTS:
             await _check(ports["collector"], endpoint, files[endpoint.name])
             runs: dict[str, list[WrkRun]] = {mode: [] for mode in servers}
@@ -250,6 +253,17 @@ async def collector(ctx: BenchContext, out: Section) -> None:
             real_extra[f"ratio_to_{'bare' if per > 1 else 'bare_produce'}"] = round(
                 real.median / (bare.median if per > 1 else produced.median), 3
             )
+            medians[endpoint.name] = real.median
+            if endpoint.name in SAME_EVENTS:  # Segment's calls beside our own batches
+                ours = SAME_EVENTS[endpoint.name]
+                real_extra[f"ratio_to_{ours}"] = round(real.median / medians[ours], 3)
+                real_extra["bytes_per_event_vs_ours"] = round(
+                    files[endpoint.name].stat().st_size / files[ours].stat().st_size, 2
+                )
+                note += (
+                    f"; {real_extra[f'ratio_to_{ours}']:.2f} x our own {ours} (the same events "
+                    f"in {real_extra['bytes_per_event_vs_ours']:.2f} x the bytes)"
+                )
             out.add(f"collector.{endpoint.name}", real, unit, baseline=baseline,
                     note=f"{note}; {GOALS[endpoint.name]}", extra=real_extra)  # fmt: skip
             ctx.log(
