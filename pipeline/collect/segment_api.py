@@ -476,6 +476,8 @@ def _traits(call: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
 def event_id_for(site_id: str, message_id: object) -> str:
     """``messageId`` as an ``event_id``: a UUID as is, anything else hashed with the site (an
     SDK's retry sends the same ``messageId``, so it is the same event)."""
+    if type(message_id) is str and _CANONICAL_UUID.fullmatch(message_id):
+        return message_id  # what the server SDKs send (uuid4 texts)
     text = str(message_id)
     lowered = text.lower()
     if _CANONICAL_UUID.fullmatch(lowered):
