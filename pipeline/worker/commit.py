@@ -3,18 +3,23 @@ that keeps a crash harmless, and where the worker's consumer got to on a partiti
 
 A stage decides a batch with the pure functions of ``pipeline.worker.steps``, queues the records
 it produces with ``emit(outs, pending)`` and ends with ``commit(stage, pending, states, ack)``.
-The batch then becomes durable in the background while the stage decides its next batch
-(pipelined, one batch in flight per stage), strictly in order:
+The batch then becomes durable in the background while the stage decides its next batches:
+each stage has one durable task (group commit), which takes every batch handed over since its
+last round and makes them durable together, strictly in this order:
 
-1. outputs first: every record the batch produced, acknowledged by the broker;
-2. then state: each touched key written once to its table and its changelog record
-   acknowledged, with the key's wake time in the stage's ``DueIndex``;
-3. only then is the batch acknowledged to Faust (``ack``), which commits the input offsets;
-   the stage's next batch starts its step 1 only after this one's step 3.
+1. outputs first: every record of those batches, acknowledged by the broker;
+2. then state: each touched key written once (its last value over those batches) to its table
+   and its changelog record acknowledged, with the key's wake time in the stage's ``DueIndex``;
+3. only then are the batches acknowledged to Faust (``ack``, in the order they were decided),
+   which commits the input offsets; the next round starts its step 1 only after this step 3.
+
+So a stage decides while the broker acknowledges, and the acknowledgements' round trips are
+paid once per round, not once per batch: the slower the broker, the more batches a round takes.
+At most ``MAX_QUEUED`` batches wait for a round; a stage handing over one more waits.
 
 Until step 2 a batch's new state is held in memory (``load`` reads it from there), so that the
 next batch decides on it, but nothing of it reaches the store before its outputs are durable.
-A crash before (2) replays the batch from the old state and produces the same outputs again
+A crash before (2) replays the batches from the old state and produces the same outputs again
 (duplicates, never losses); a crash after (2) replays input the state has seen, which the stage
 skips (``steps.already_applied``).
 
@@ -39,7 +44,7 @@ import logging
 import traceback
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from faust.types import TP
 
@@ -77,6 +82,18 @@ Ack = Callable[[], Awaitable[None]]
 #: a state encoded, waiting for its batch's outputs: (table, due table, key, entry, wake time),
 #: ``entry`` a 1-tuple of the raw value (None: delete), its identity naming this write
 _Held = tuple[Any, Any, bytes, tuple[bytes | None], int | None]
+#: batches handed over and not yet taken by their stage's durable task, at most (then
+#: ``commit`` waits): bounds the outputs and state held in memory while the broker is slow
+MAX_QUEUED = 16
+
+
+class _Handed(NamedTuple):
+    """A decided batch waiting to be made durable."""
+
+    pending: list[Any]
+    held: list[_Held]
+    ack: Ack | None
+    scrub: list[tuple[Any, str]]
 
 
 class Committer:
@@ -90,7 +107,12 @@ class Committer:
         self._sending: set[asyncio.Future[None]] = set()
         # state decided but not yet written (its batch's outputs are not durable yet)
         self._held: defaultdict[Any, dict[bytes, tuple[bytes | None]]] = defaultdict(dict)
-        self._in_flight: dict[str, asyncio.Future[None]] = {}
+        # per stage: the batches handed over for its durable task's next round, that task
+        # (while it runs), and what made a round fail (raised to the stage)
+        self._queued: defaultdict[str, list[_Handed]] = defaultdict(list)
+        self._durable_task: dict[str, asyncio.Future[None]] = {}
+        self._failed: dict[str, BaseException] = {}
+        self._room: dict[str, asyncio.Event] = {}  # set when a round takes the queued batches
 
     # -- outputs ------------------------------------------------------------------------------
     def emit(self, outs: Iterable[Out], pending: list[Any] | None = None) -> None:
@@ -197,36 +219,75 @@ class Committer:
         scrub: list[tuple[Any, str]] | None = None,
     ) -> None:
         """Hand a decided batch over to be made durable (the module's docstring): its outputs
-        ``pending``, its new ``states``, and ``ack`` to call once both are durable. Returns as
-        soon as the stage's previous batch is durable (raising what made it fail).
+        ``pending``, its new ``states``, and ``ack`` to call once both are durable. Returns at
+        once, unless ``MAX_QUEUED`` batches of the stage already wait (then once there is room);
+        raises what made one of the stage's rounds fail.
 
         ``scrub``: ``(table, key)`` of erased people (``forget``) whose earlier values must
         leave the disk: once this batch's state is written, their stores rewrite what held
         them (``RocksDBStore.scrub``)."""
+        self._raise_failure(stage)
+        if not pending and not states and ack is None and not scrub:
+            return  # nothing to make durable (a timer's pass that found nothing due)
         held: list[_Held] = []
         for table, due_table, key, state, wake in states:
             encoded = key.encode()
             entry = (codec.dumps(state) if state is not None else None,)
             self._held[table][encoded] = entry
             held.append((table, due_table, encoded, entry, wake))
-        await self.flush(stage)
-        task = asyncio.ensure_future(self._durable(pending, held, ack, scrub or []))
-        task.add_done_callback(_log_failure)
-        self._in_flight[stage] = task
+        while len(self._queued[stage]) >= MAX_QUEUED:
+            await self._room.setdefault(stage, asyncio.Event()).wait()
+            self._raise_failure(stage)
+        self._queued[stage].append(_Handed(pending, held, ack, scrub or []))
+        if stage not in self._durable_task:
+            task = asyncio.ensure_future(self._durable(stage))
+            task.add_done_callback(_log_failure)
+            self._durable_task[stage] = task
 
     async def flush(self, stage: str) -> None:
-        """Wait until the stage's batches handed over so far are durable."""
-        previous = self._in_flight.pop(stage, None)
-        if previous is not None:
-            await previous
+        """Wait until the stage's batches handed over so far are durable (raising what made
+        one fail)."""
+        while (task := self._durable_task.get(stage)) is not None:
+            await asyncio.wait([task])  # its failure is raised below, once
+        self._raise_failure(stage)
 
-    async def _durable(
-        self,
-        pending: list[Any],
-        held: list[_Held],
-        ack: Ack | None,
-        scrub: list[tuple[Any, str]],
-    ) -> None:
+    def _raise_failure(self, stage: str) -> None:
+        """Raise, once, what made the stage's last round fail. Its batches stay unacknowledged
+        (Faust commits no offset past them: a restart replays them); batches queued behind it
+        go in the next round."""
+        failure = self._failed.pop(stage, None)
+        if failure is not None:
+            raise failure
+
+    async def _durable(self, stage: str) -> None:
+        """The stage's durable task: rounds over the batches handed over, until none waits."""
+        try:
+            while self._queued[stage]:
+                group = self._queued.pop(stage)
+                self._make_room(stage)
+                await self._round(group)
+        except BaseException as exc:
+            self._failed[stage] = exc
+            raise
+        finally:
+            del self._durable_task[stage]
+            self._make_room(stage)
+
+    def _make_room(self, stage: str) -> None:
+        room = self._room.pop(stage, None)
+        if room is not None:
+            room.set()
+
+    async def _round(self, group: list[_Handed]) -> None:
+        """Make ``group`` (batches in the order decided) durable together: steps 1 to 3."""
+        if len(group) == 1:
+            pending, held, scrub = group[0].pending, group[0].held, group[0].scrub
+        else:
+            pending = [record for handed in group for record in handed.pending]
+            # each key once, its last decision: later batches decided on the earlier ones
+            last = {(h[0], h[2]): h for handed in group for h in handed.held}
+            held = list(last.values())
+            scrub = [item for handed in group for item in handed.scrub]
         await self.drain(pending)
         await self.send_changelog(self._write(held))
         if scrub:
@@ -236,8 +297,9 @@ class Committer:
             for table, keys in by_table.items():
                 await asyncio.to_thread(table.data.scrub, keys)
             self.metrics.decisions.labels("state_scrubbed").inc(len(scrub))
-        if ack is not None:
-            await ack()
+        for handed in group:
+            if handed.ack is not None:
+                await handed.ack()
 
     def _write(self, held: list[_Held]) -> list[Any]:
         """Write a batch's new state to the tables, each key's wake time (when it next needs
