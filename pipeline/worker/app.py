@@ -68,7 +68,7 @@ from pipeline.topics import (
 from pipeline.worker.api import make_api
 from pipeline.worker.commit import OUTPUT_TOPICS, Ack, Committer
 from pipeline.worker.contact import ContactStage
-from pipeline.worker.faust_fixes import TableManager, broker_url
+from pipeline.worker.faust_fixes import RawSchema, TableManager, broker_url
 from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.profiles import SegmentMembership
 from pipeline.worker.stitch import StitchStage
@@ -140,15 +140,9 @@ class Worker:
         )
         app = self.app
 
-        stitch_in = app.topic(
-            *(settings.topic(name) for name in STITCH_INPUTS),
-            key_serializer="raw",
-            value_serializer="raw",
-        )
+        stitch_in = app.topic(*(settings.topic(name) for name in STITCH_INPUTS), schema=RawSchema())
         contact_in = app.topic(
-            *(settings.topic(name) for name in CONTACT_INPUTS),
-            key_serializer="raw",
-            value_serializer="raw",
+            *(settings.topic(name) for name in CONTACT_INPUTS), schema=RawSchema()
         )
 
         def table(name: str) -> Any:
