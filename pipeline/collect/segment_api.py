@@ -51,7 +51,6 @@ from pipeline.collect.validation import (
     APP_URL,
     SEGMENT,
     Rejection,
-    checked_event,
     validate_event,
 )
 from pipeline.identity import CONTACT_NAMESPACE
@@ -201,28 +200,17 @@ class SegmentApi:
                 fields, agent = segment_fields(call, site.id, shared_context)
                 agent = agent or request_agent
                 kept_agent = agent[:512] if agent else None
-                if fields is not None:
-                    checked = checked_event(
-                        index,
-                        fields,
-                        call,
-                        site_id=site.id,
-                        trusted=trusted,
-                        received_at=received_at,
-                        user_agent=kept_agent,
-                        dialect=SEGMENT,
-                    )
-                else:
-                    raw, _ = translate(call, site.id, shared_context)
-                    checked = validate_event(
-                        index,
-                        raw,
-                        site_id=site.id,
-                        trusted=trusted,
-                        received_at=received_at,
-                        user_agent=kept_agent,
-                        dialect=SEGMENT,
-                    )
+                raw = call if fields is not None else translate(call, site.id, shared_context)[0]
+                checked = validate_event(
+                    index,
+                    raw,
+                    site_id=site.id,
+                    trusted=trusted,
+                    received_at=received_at,
+                    user_agent=kept_agent,
+                    dialect=SEGMENT,
+                    fields=fields,
+                )
             if type(checked) is Rejection:
                 error = checked.error.replace("events[", "batch[", 1)
                 records.append(collector.dead_letter(source, error, call))

@@ -117,43 +117,21 @@ def validate_event(
     received_at: datetime,
     user_agent: str | None,
     dialect: Dialect = OURS,
+    fields: dict[str, Any] | None = None,
 ) -> dict[str, Any] | Rejection:
     """One event of a batch (``events[index]``): its ``ma.events`` value, or why not.
-    ``user_agent`` is the one to keep (browsers only, at most 512 characters)."""
+    ``user_agent`` is the one to keep (browsers only, at most 512 characters); ``fields``, its
+    fields already read in the plain shape (``segment_api.segment_fields``), if they were."""
     if not isinstance(raw, dict):
         return Rejection(index, f"events[{index}]: expected a JSON object", raw)
     # The plain shape is checked by hand; anything else (and every error) by the model.
-    fields = inbound_fields(raw)
+    if fields is None:
+        fields = inbound_fields(raw)
     if fields is None:
         try:
             fields = InboundEvent.model_validate(raw).__dict__
         except ValidationError as exc:
             return Rejection(index, describe_validation_error(exc, f"events[{index}]"), raw)
-    return checked_event(
-        index,
-        fields,
-        raw,
-        site_id=site_id,
-        trusted=trusted,
-        received_at=received_at,
-        user_agent=user_agent,
-        dialect=dialect,
-    )
-
-
-def checked_event(
-    index: int,
-    fields: dict[str, Any],
-    raw: Any,
-    *,
-    site_id: str,
-    trusted: bool,
-    received_at: datetime,
-    user_agent: str | None,
-    dialect: Dialect,
-) -> dict[str, Any] | Rejection:
-    """``validate_event`` once the event's fields are well typed (``InboundEvent``'s): what this
-    key may send, then the ``ma.events`` value. ``raw`` is what a rejection carries."""
     url = fields["url"]
     path = None
     if url is not None:
