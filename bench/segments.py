@@ -85,8 +85,11 @@ FROM numbers({{contacts}} * 2)
 
 PAGES = "['/', '/pricing', '/pricing/enterprise', '/blog/lead-scoring', '/blog/marketing/attribution', '/docs/getting-started', '/demo', '/careers']"  # noqa: E501
 
+# Columns named: a column added since (user_id, identity_refused) takes its default.
 FILL_EVENTS = f"""
-INSERT INTO {{db}}.events
+INSERT INTO {{db}}.events (event_id, type, site_id, received_at, client_ts, source, anonymous_id,
+    contact_id, pre_identification, url, path, referrer, title, name, form_id, campaign_id,
+    properties, automated, automated_reason, user_agent)
 SELECT
     toString(reinterpretAsUUID(MD5(concat('e', toString(number))))) AS event_id,
     multiIf(r < 75, 'page_view', r < 88, 'custom', r < 94, 'form_submit', 'identify') AS type,

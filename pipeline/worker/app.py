@@ -68,7 +68,7 @@ from pipeline.topics import (
 from pipeline.worker.api import make_api
 from pipeline.worker.commit import OUTPUT_TOPICS, Ack, Committer
 from pipeline.worker.contact import ContactStage
-from pipeline.worker.faust_fixes import RawSchema, TableManager, broker_url
+from pipeline.worker.faust_fixes import Monitor, RawSchema, TableManager, broker_url
 from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.profiles import SegmentMembership
 from pipeline.worker.stitch import StitchStage
@@ -136,6 +136,7 @@ class Worker:
             stream_buffer_maxsize=65_536,
             # keeps messages queued during recovery's seek: see pipeline.worker.faust_fixes
             TableManager=TableManager,
+            Monitor=Monitor,  # without per-message statistics: see pipeline.worker.faust_fixes
             logging_config=None,
         )
         app = self.app

@@ -59,6 +59,17 @@ still asks its serializer registry for each (a codec lookup, settings read throu
 event directly (measured in-process, 20,000 messages). ``RawSchema`` is that: a ``Schema``,
 the extension point Faust's topics take (``app.topic(..., schema=)``) for how a message becomes
 an event; ``tests/unit/worker/test_raw_schema.py`` pins its events to the raw ``Schema``'s.
+
+## Faust's monitor without its per-message statistics (not a defect: a cost)
+
+Faust's ``Monitor`` (a sensor every app has) keeps statistics for its web views: four calls per
+message (in, stream in, stream out, out), each counting by topic, stream and task and reading
+the clock. This worker serves neither Faust's web views nor its statistics (its metrics are
+its own: ``pipeline.worker.metrics``), and those four calls were 1.7% of a backlog's samples
+(py-spy, ``make bench``'s stitch_score run, c2fc770). ``Monitor`` below (the ``Monitor=`` app
+setting, the extension point Faust documents for a monitor of one's own) keeps everything else
+Faust's monitor does (commits, end offsets, rebalances) and skips those four;
+``tests/unit/worker/test_monitor.py`` pins it to Faust's.
 """
 
 from __future__ import annotations
@@ -68,6 +79,7 @@ import logging
 from typing import Any
 
 import faust
+from faust.sensors import Monitor as FaustMonitor
 from faust.tables.manager import TableManager as FaustTableManager
 from faust.tables.recovery import Recovery as FaustRecovery
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -260,3 +272,26 @@ class RawSchema(faust.Schema):  # type: ignore[type-arg]
             return event(app, message.key, message.value, message.headers, message)
 
         return decode
+
+
+class Monitor(FaustMonitor):
+    """Faust's monitor minus its per-message statistics: ``faust.App(Monitor=...)`` (module
+    docstring)."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> Any:
+        return None
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+
+#: what ``Monitor`` leaves out of Faust's (``tests/unit/worker/test_monitor.py``)
+PER_MESSAGE_HOOKS = ("on_message_in", "on_stream_event_in", "on_stream_event_out", "on_message_out")

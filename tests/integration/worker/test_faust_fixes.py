@@ -75,10 +75,11 @@ async def test_flow_control_resume_clears_every_queue() -> None:
 def test_the_worker_runs_both_work_arounds(settings: Settings) -> None:
     from pipeline.rules import RulesWatcher
     from pipeline.worker.app import Worker
-    from pipeline.worker.faust_fixes import Recovery
+    from pipeline.worker.faust_fixes import Monitor, Recovery
 
     app = Worker(settings, RulesWatcher(settings.config), web=False).app
     assert isinstance(app.transport, Transport)
     assert isinstance(app.consumer._thread, ConsumerThread)  # type: ignore[attr-defined]
     assert isinstance(app.tables.recovery, Recovery)  # type: ignore[attr-defined]
+    assert type(app.monitor) is Monitor  # the sensor Faust adds to app.sensors as it starts
     assert app.conf.broker[0].scheme == broker_url(settings.bootstrap).split(":")[0]
