@@ -111,3 +111,17 @@ def test_a_query_with_no_rows_still_names_its_columns(
     sql = f"SELECT event_id, path AS page FROM {db}.events WHERE site_id = {{s:String}}"
     columns, rows = clickhouse.call(lambda c: read(c, sql, {"s": "nobody"}, {"readonly": 1}))
     assert (columns, rows) == (["event_id", "page"], [])
+
+
+def test_the_segments_benchmark_fills_the_current_schema(
+    clickhouse: ClickHouse, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `make bench`'s segments section fills every table it counts over with SQL of its own:
+    # a column added by a migration must not break it (it did: user_id, identity_refused)
+    import bench.segments
+
+    db = settings.clickhouse_database
+    monkeypatch.setattr(bench.segments, "DATABASE", db)
+    clickhouse.call(lambda c: migrate(c, db))
+    counts = clickhouse.call(lambda c: bench.segments._fill(c, contacts=200, events=2_000))
+    assert counts["events"] == 2_000 and counts["contact_versions"] > 0, counts
