@@ -1,5 +1,5 @@
 """The two Faust defects the worker works around, each through a Faust extension point, and
-one cheaper path through Faust's consumer.
+three costs of Faust's per-message path cut the same way (a hand-off, a schema, a monitor).
 
 Both are about messages a starting (or rebalancing) worker fetched before Faust is ready for
 them: Faust drops them and counts on "seek to the committed offset" to fetch them again. Each
