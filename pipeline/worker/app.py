@@ -36,7 +36,8 @@ before the worker consumes (``pipeline.topics``). Delayed triggers are fired by 
 owns the subject's partition: a timer asks the stage's ``DueIndex`` (``pipeline.worker.due``)
 which keys are due and fires them under the stage's lock, between two of its batches.
 
-Each agent takes up to ``BATCH`` messages at a time and hands them to its stage.
+Each agent takes up to ``BATCH`` messages at a time (waiting at most ``MA_BATCH_WINDOW`` for them)
+and hands them to its stage.
 """
 
 from __future__ import annotations
@@ -77,7 +78,6 @@ from pipeline.worker.store import store_url
 log = logging.getLogger(__name__)
 
 BATCH = 2_000
-BATCH_WITHIN = 0.02  # seconds a batch waits to fill: throughput vs POST→trigger latency
 DUE_EVERY = 0.05  # seconds between two looks for due delayed triggers and held records
 LAG_EVERY = 15.0  # seconds between two measures of consumer lag (an admin request per group)
 
@@ -242,13 +242,13 @@ class Worker:
     # the next: Faust's ``noack_take`` leaves the acks to it.
     async def _stitch_agent(self, stream: Any) -> None:
         await self._ensure_metadata()
-        async for batch in stream.noack_take(BATCH, within=BATCH_WITHIN):
+        async for batch in stream.noack_take(BATCH, within=self.settings.batch_window):
             async with self.stitch.lock:
                 await self.stitch.batch(batch, _acknowledge(stream, batch))
 
     async def _contact_agent(self, stream: Any) -> None:
         await self._ensure_metadata()
-        async for batch in stream.noack_take(BATCH, within=BATCH_WITHIN):
+        async for batch in stream.noack_take(BATCH, within=self.settings.batch_window):
             async with self.contact.lock:
                 await self.contact.batch(batch, _acknowledge(stream, batch))
 
