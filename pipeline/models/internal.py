@@ -2,7 +2,8 @@
 contract: they change with the worker; JSON Schemas in ``schemas/json/x.*.schema.json``).
 
 - ``x.contact-work`` (stage 1 → stage 2, keyed by contact): what stage 2 applies in event-time
-  order, and stage 1's watermarks (``pipeline.worker.order``).
+  order, a batch's in one envelope per partition (``HandOvers``), and stage 1's watermarks
+  (``pipeline.worker.order``).
 - ``x.cookie-commands`` (stage 2 → stage 1, keyed by cookie; and between a cookie and the
   user record of a ``user_id``, both in stage 1).
 - ``x.anonymous-events`` (stage 1 → the sink): events without a contact.
@@ -109,9 +110,22 @@ class Watermark(_Message):
     )
 
 
+HandOver = Annotated[
+    EventHandOver | Linked | Unlinked | Absorb | UpdateHandOver, Field(discriminator="k")
+]
+
+
+class HandOvers(_Message):
+    """A batch's hand-overs to one partition (``pipeline.worker.handover``), in the order
+    stage 1 decided them: each ``[contact_id, message]`` as a record of its own would be."""
+
+    k: Literal["batch"]
+    m: list[tuple[str, HandOver]] = Field(description="[contact_id, message] pairs")
+
+
 class ContactWork(RootModel[object]):
     root: Annotated[
-        EventHandOver | Linked | Unlinked | Absorb | UpdateHandOver | Erase | Watermark,
+        EventHandOver | Linked | Unlinked | Absorb | UpdateHandOver | HandOvers | Erase | Watermark,
         Field(discriminator="k"),
     ]
 

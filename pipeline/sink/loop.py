@@ -30,6 +30,7 @@ from pipeline.sink.metrics import SinkMetrics
 from pipeline.sink.rows import rows_for
 from pipeline.sink.writer import SinkWriter
 from pipeline.topics import SINK_INPUTS
+from pipeline.worker.handover import KIND as HAND_OVERS
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +153,20 @@ class SinkLoop:
         for record in records:
             span = spans.setdefault((record.topic, record.partition), [record.offset] * 2)
             span[0], span[1] = min(span[0], record.offset), max(span[1], record.offset)
+            topic = record.topic[self.prefix :]
             try:
                 value = codec.loads(record.value) if record.value else None
                 if value is not None and value.get("k") == "erase":
                     erasures.append(value)
                     continue
-                rows += rows_for(record.topic[self.prefix :], value)
+                if value is None or value.get("k") != HAND_OVERS:
+                    rows += rows_for(topic, value)
+                    continue
+                for _, item in value["m"]:  # stage 1's envelope (pipeline.worker.handover)
+                    try:
+                        rows += rows_for(topic, item)
+                    except Exception as exc:
+                        dead.append(self._dead_letter(exc, codec.dumps(item)))
             except Exception as exc:
                 dead.append(self._dead_letter(exc, record.value))
         batch_id = ",".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(spans.items()))

@@ -136,6 +136,13 @@ class Committer:
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
+    def emit_encoded(self, topic: str, values: list[tuple[int, bytes]], pending: list[Any]) -> None:
+        """Queue values already encoded, each to its partition (``handover``'s envelopes)."""
+        name = self._topic_names[topic]
+        pending.extend((name, None, value, partition) for partition, value in values)
+        if values:
+            self._produced[topic].inc(len(values))
+
     async def send(self, records: list[Any]) -> None:
         """Produce ``(topic, key, value)`` records and wait for the broker's acknowledgement."""
         if not records:

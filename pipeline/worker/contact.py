@@ -1,11 +1,12 @@
 """Stage 2, per contact: score, lifecycle, triggers and CRM updates, in event-time order.
 
-Reads ``ma.x.contact-work`` (stage 1's hand-overs and watermarks, keyed by ``contact_id``) and
-``ma.contact-updates``; keeps each contact's ``ContactRecord`` in the ``contacts`` table. A batch
-is taken in first (``steps.contact_receive``: deduplicated, held in the contact's inbox), then
-each contact's held records and due triggers are released in (received_at, event_id) order up
-to the partition's frontier (``pipeline.worker.order``): the point every source — each of stage
-1's ``ma.events`` partitions, and this partition's ``ma.contact-updates`` — has passed.
+Reads ``ma.x.contact-work`` (stage 1's hand-overs, one record per batch and partition:
+``pipeline.worker.handover``; and its watermarks) and ``ma.contact-updates``; keeps each
+contact's ``ContactRecord`` in the ``contacts`` table. A batch is taken in first
+(``steps.contact_receive``: deduplicated, held in the contact's inbox), then each contact's
+held records and due triggers are released in (received_at, event_id) order up to the
+partition's frontier (``pipeline.worker.order``): the point every source — each of stage 1's
+``ma.events`` partitions, and this partition's ``ma.contact-updates`` — has passed.
 
 Time-driven work (``fire_due``, from the worker's timer): the contacts whose wake time (a held
 record or a delayed trigger, kept in ``contact-due``) the frontier has reached.
@@ -22,6 +23,7 @@ from pipeline import codec
 from pipeline.clock import to_millis
 from pipeline.topics import CONTACT_WORK
 from pipeline.worker.commit import Ack, Stage, State
+from pipeline.worker.handover import KIND
 from pipeline.worker.order import NEVER, Frontier, wake_time
 from pipeline.worker.steps import (
     ContactRecord,
@@ -58,6 +60,7 @@ class ContactStage(Stage):
         records: dict[str, ContactRecord] = {}
         wall = asyncio.get_running_loop().time()
         self.fresh()
+        messages = len(batch)  # an envelope's hand-overs counted one by one
         for event in batch:
             message = event.message
             try:
@@ -83,29 +86,57 @@ class ContactStage(Stage):
                             message.partition, name, int(w), idle=name in idle, wall=wall
                         )
                     continue
-                elif value.get("k") == "event" and value["e"].get("contact_id") is None:
-                    continue  # anonymous, from before x.anonymous-events: for the sink
-                elif value.get("k") == "erase":
-                    continue  # for the sink
-                if key is None:
-                    raise ValueError("contact-work message without a key")
-                record = records.get(key) or self.record(key)
-                records[key] = record
-                if already_applied(
-                    record.offsets, message.topic, message.partition, message.offset
-                ):
-                    counters.add("replayed")
+                elif value.get("k") == KIND:  # stage 1's hand-overs to this partition
+                    replayed: dict[str, bool] = {}
+                    messages += len(value["m"]) - 1
+                    for key, item in value["m"]:
+                        try:
+                            self._take(records, key, item, 0, message, counters, replayed)
+                        except Exception as exc:
+                            out.dead_letter("worker:contact", exc, codec.dumps(item), pending)
                     continue
-                if value.get("k") == "due":
-                    continue  # a tick of an older version: due times are kept per key now
-                contact_receive(record, value, source, message.offset, counters)
+                self._take(records, key, value, source, message, counters)
             except Exception as exc:
                 out.dead_letter("worker:contact", exc, message.value, pending)
         self._release(records, rules, counters, pending)
         erased = [(self.contacts, key) for key, record in records.items() if record.erased]
         await out.commit(STAGE, pending, self._states(records), ack, scrub=erased)
-        out.metrics.processed.labels("contact").inc(len(batch))
+        out.metrics.processed.labels("contact").inc(messages)
         out.count(counters)
+
+    def _take(
+        self,
+        records: dict[str, ContactRecord],
+        key: str | None,
+        value: dict[str, Any],
+        source: int,
+        message: Any,
+        counters: Counters,
+        replayed: dict[str, bool] | None = None,
+    ) -> None:
+        """Take one message of contact ``key`` in (``steps.contact_receive``), unless its
+        record (``message``, where it came from) is already in the contact's state. Messages
+        of one envelope share its offset: ``replayed`` keeps the answer per contact."""
+        kind = value.get("k")
+        if kind == "event" and value["e"].get("contact_id") is None:
+            return  # anonymous, from before x.anonymous-events: for the sink
+        if kind == "erase":
+            return  # for the sink
+        if key is None:
+            raise ValueError("contact-work message without a key")
+        record = records.get(key) or self.record(key)
+        records[key] = record
+        skip = replayed.get(key) if replayed is not None else None
+        if skip is None:
+            skip = already_applied(record.offsets, message.topic, message.partition, message.offset)
+            if replayed is not None:
+                replayed[key] = skip
+        if skip:
+            counters.add("replayed")
+            return
+        if kind == "due":
+            return  # a tick of an older version: due times are kept per key now
+        contact_receive(record, value, source, message.offset, counters)
 
     def _release(
         self,

@@ -3,7 +3,8 @@
 Reads ``ma.events`` and ``ma.x.cookie-commands`` (keyed by ``anonymous_id``); keeps each cookie's
 ``CookieRecord`` in the ``cookies`` table; decides with ``steps.cookie_step`` (link, re-link or
 refuse; anonymous score and triggers) and hands each event of a known contact to stage 2 on
-``ma.x.contact-work``, stamped with its source partition and offset. After each batch it tells
+``ma.x.contact-work``, stamped with its source partition and offset, a batch's hand-overs in one
+record per partition (``pipeline.worker.handover``). After each batch it tells
 every stage-2 partition how far in event time each of its ``ma.events`` partitions has got (a
 watermark, ``pipeline.worker.order``), and whether it has read a partition to its end (idle).
 
@@ -21,6 +22,7 @@ from pipeline.clock import to_millis
 from pipeline.identity import is_user_key
 from pipeline.topics import CONTACT_WORK, COOKIE_COMMANDS
 from pipeline.worker.commit import Ack, Stage, State
+from pipeline.worker.handover import HandOver
 from pipeline.worker.order import NEVER
 from pipeline.worker.steps import (
     CookieRecord,
@@ -69,6 +71,7 @@ class StitchStage(Stage):
             out.emit(self.watermarks(busy=woken), pending)
         records: dict[str, CookieRecord] = {}
         scrub: list[tuple[Any, str]] = []
+        hand = HandOver(self.settings.topic_partitions)
         self.fresh()
 
         def cookie(key: str) -> CookieRecord:
@@ -92,17 +95,15 @@ class StitchStage(Stage):
                         counters.add("replayed")
                         continue
                     if value.get("k") == "due":
-                        out.emit(
-                            due_step(record, rules, int(value["at"]), counters, anonymous_id=key),
-                            pending,
-                        )
+                        outs = due_step(record, rules, int(value["at"]), counters, anonymous_id=key)
+                        out.emit(hand.take(outs), pending)
                     else:
                         # a source of its own for stage 2's replay check (ma.events has >= 0)
                         source = -1 - message.partition
                         outs = cookie_command(record, value, key, rules, counters)
                         if value.get("k") == "forget":  # an erased person's cookie
                             scrub.append((self.cookies, key))
-                        out.emit(stamp(outs, source, message.offset), pending)
+                        out.emit(hand.take(stamp(outs, source, message.offset)), pending)
                     continue
                 aid = state_key(check_event(value))
                 here = (message.partition, message.offset)
@@ -112,7 +113,9 @@ class StitchStage(Stage):
                 )
                 if aid is None:  # no cookie: nothing to remember per key
                     out.emit(
-                        stamp(cookie_step(CookieRecord(), value, rules, counters), *here),
+                        hand.take(
+                            stamp(cookie_step(CookieRecord(), value, rules, counters), *here)
+                        ),
                         pending,
                     )
                     continue
@@ -126,9 +129,10 @@ class StitchStage(Stage):
                     outs = user_step(record, value, aid, counters)
                 else:
                     outs = cookie_step(record, value, rules, counters)
-                out.emit(stamp(outs, *here), pending)
+                out.emit(hand.take(stamp(outs, *here)), pending)
             except Exception as exc:
                 out.dead_letter("worker:stitch", exc, message.value, pending)
+        out.emit_encoded(CONTACT_WORK, hand.envelopes(), pending)
         out.emit(self.watermarks(), pending)  # after the hand-overs they cover
         states = [self._state(key, record) for key, record in records.items()]
         await out.commit(STAGE, pending, states, ack, scrub=scrub)
