@@ -1,7 +1,8 @@
 """The ClickHouse sink's loop: a plain aiokafka consumer of what the stages produce.
 
 It reads ``x.contact-work`` and ``x.anonymous-events`` (events), ``ma.identities``,
-``ma.contacts``, ``ma.scores`` and ``ma.triggers`` in large batches with ``getmany``, writes each
+``ma.contacts``, ``ma.scores`` and ``ma.triggers`` in large batches with ``getmany`` (stage 1's
+envelopes of hand-overs, ``pipeline.worker.handover``, taken message by message), writes each
 batch with ``SinkWriter`` and only then commits its offsets, in a consumer group of its own
 (``<app id>-sink``). It keeps no state, so it runs beside the worker's Faust agents (``MA_SINK``,
 the default, and ``ma-pipeline run``) or in a process of its own (``ma-pipeline sink``,

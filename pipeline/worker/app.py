@@ -7,8 +7,8 @@ lives on the same worker)::
     ma.x.cookie-commands ───┴─► [stitch]  cookies ────┼─► ma.scores, ma.triggers (anonymous)
                                    │                  └─► ma.contact-updates (form traits)
                                    ▼
-                           ma.x.contact-work  (keyed by contact_id)
-                                   │
+                           ma.x.contact-work  (by contact_id: one record per batch and
+                                   │           partition, ``handover``; watermarks)
     ma.contact-updates ────────────┴─► [contact]  contacts ─► ma.contacts, ma.scores,
                                                                ma.triggers, ma.identities
 
@@ -26,6 +26,7 @@ What each module owns:
 - ``steps``: the decisions, pure functions over typed records (also ``pipeline.testing``'s);
 - ``commit`` (``Committer``): producing a batch's outputs, then its state, before the batch is
   acknowledged — the order that makes a crash replay, never lose;
+- ``handover``: stage 1's hand-overs, one ``x.contact-work`` record per batch and partition;
 - ``order``: stage 2's frontier (event-time order), ``due``: when each key next needs its stage;
 - ``store``, ``faust_fixes``: the Faust extension points this worker names in its settings;
 - this module: the Faust app — tables, agents, timers, the sink task and the API.
