@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import click
+from pydantic import ValidationError
 
 from pipeline.broker import BrokerError, LocalBroker
 from pipeline.clickhouse import connect, describe_url
@@ -54,9 +55,19 @@ def main(ctx: click.Context) -> None:
     """ma-pipeline: marketing-automation event pipeline (collector, worker, ClickHouse)."""
     try:
         ctx.obj = Settings()
-    except Exception as exc:  # pydantic's ValidationError names the variable
-        raise click.ClickException(f"invalid MA_* environment: {exc}") from exc
+    except ValidationError as exc:
+        raise click.ClickException(_environment_problems(exc)) from None
     configure(ctx.obj.log_level)
+
+
+def _environment_problems(exc: ValidationError) -> str:
+    """One line naming each refused ``MA_*`` variable and what is wrong with it (not its value:
+    it may be a secret)."""
+    problems = []
+    for error in exc.errors():
+        name = "MA_" + "_".join(str(part) for part in error["loc"]).upper()
+        problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+    return "invalid MA_* environment: " + "; ".join(problems)
 
 
 # -- broker ----------------------------------------------------------------------------------
