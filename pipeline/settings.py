@@ -38,7 +38,7 @@ Every variable read (defaults in brackets):
                              latency; a later event is applied as it comes) [0.25]
 - ``MA_BATCH_WINDOW``        seconds each worker stage waits for a batch to fill: longer means
                              fewer Kafka round trips per event, and that much more POST →
-                             trigger latency at low rates [0.02]
+                             trigger latency at low rates [0.05]
 - ``MA_LINK_SECRETS``        signing keys for email links, ``kid:secret,kid:secret``; the first
                              signs, all verify [a development key; set it in production]
 - ``MA_KAFKA_VERSION``       Apache Kafka version the local broker fetches [4.1.1]
@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     app_id: str = "ma-pipeline"
     store: str = "rocksdb://"
     order_wait: float = Field(default=0.25, ge=0, le=3600)
-    batch_window: float = Field(default=0.02, gt=0, le=5)
+    batch_window: float = Field(default=0.05, gt=0, le=5)
     link_secrets: SecretStr = SecretStr(DEV_LINK_SECRET)
     kafka_version: str = "4.1.1"
     broker_port: int = Field(default=9092, ge=1, le=65535)
