@@ -3,8 +3,9 @@
 Stage 1 makes about one hand-over per event: the event resolved to its contact, identity
 notices, a cookie's history (``steps``' ``contact-work`` outputs). Sent as a record each, stage
 2 read every one of them through Faust's per-message path (a Faust event, a stream step, an
-acknowledgement), the largest single cost left in the worker's profile. So a batch's hand-overs
-go out grouped by the partition their contact's key hashes to, as one record per partition::
+acknowledgement): the largest single cost in the worker's profile then, and grouped the worker
+ran about 35% faster (``make bench``'s ``worker.stitch_score``, back to back). So a batch's
+hand-overs go out grouped by the partition their contact's key hashes to, a record per partition::
 
     {"k": "batch", "m": [[contact_id, message], ...]}
 
