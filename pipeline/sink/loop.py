@@ -31,7 +31,7 @@ from pipeline.sink.metrics import SinkMetrics
 from pipeline.sink.rows import rows_for
 from pipeline.sink.writer import SinkWriter
 from pipeline.topics import SINK_INPUTS
-from pipeline.worker.handover import KIND as HAND_OVERS
+from pipeline.worker.handover import hand_overs
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +160,11 @@ class SinkLoop:
                 if value is not None and value.get("k") == "erase":
                     erasures.append(value)
                     continue
-                if value is None or value.get("k") != HAND_OVERS:
+                pairs = hand_overs(value)  # stage 1's envelope (pipeline.worker.handover)
+                if pairs is None:
                     rows += rows_for(topic, value)
                     continue
-                for _, item in value["m"]:  # stage 1's envelope (pipeline.worker.handover)
+                for _, item in pairs:
                     try:
                         rows += rows_for(topic, item)
                     except Exception as exc:

@@ -23,7 +23,7 @@ from pipeline import codec
 from pipeline.clock import to_millis
 from pipeline.topics import CONTACT_WORK
 from pipeline.worker.commit import Ack, Stage, State
-from pipeline.worker.handover import KIND
+from pipeline.worker.handover import hand_overs
 from pipeline.worker.order import NEVER, Frontier, wake_time
 from pipeline.worker.steps import (
     ContactRecord,
@@ -86,10 +86,10 @@ class ContactStage(Stage):
                             message.partition, name, int(w), idle=name in idle, wall=wall
                         )
                     continue
-                elif value.get("k") == KIND:  # stage 1's hand-overs to this partition
+                elif (pairs := hand_overs(value)) is not None:  # stage 1's, to this partition
                     replayed: dict[str, bool] = {}
-                    messages += len(value["m"]) - 1
-                    for key, item in value["m"]:
+                    messages += len(pairs) - 1
+                    for key, item in pairs:
                         try:
                             self._take(records, key, item, 0, message, counters, replayed)
                         except Exception as exc:

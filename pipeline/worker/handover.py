@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from pipeline import codec
 from pipeline.kafka import partition_for
@@ -38,6 +39,14 @@ KIND = "batch"
 
 _OPEN = b'{"k":"' + KIND.encode() + b'","m":['
 _CLOSE = b"]}"
+
+
+def hand_overs(value: Any) -> list[Any] | None:
+    """The ``[contact_id, message]`` pairs of an envelope; None for any other value."""
+    if isinstance(value, dict) and value.get("k") == KIND:
+        pairs: list[Any] = value["m"]
+        return pairs
+    return None
 
 
 class HandOver:
