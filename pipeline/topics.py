@@ -8,6 +8,13 @@ before it starts (``worker``, ``collector``, ``run``, ``topics``): a consumer gr
 before one of its topics exists is assigned none of its partitions, and Faust hides a table
 whose changelog it was not assigned (that is how delayed triggers once never fired).
 
+The topics the worker's stages read side by side, and its tables' changelogs, must have
+``MA_TOPIC_PARTITIONS`` partitions each (``co_partitioned``): partition *n* of each belongs to
+the same stage instance, and stage 1 addresses stage 2's partitions by that number
+(``pipeline.worker.handover``). ``ensure_topics`` refuses to go on when an existing one has
+another count (``TopicLayoutError``), rather than let a contact's records split between two
+partitions. The other topics may have any count (downstream consumers may want more).
+
 Example::
 
     await ensure_topics(settings)           # all of them
@@ -24,6 +31,7 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from pipeline.errors import StartError
 from pipeline.logs import quiet
 from pipeline.settings import Settings
 
@@ -159,6 +167,15 @@ def all_topics() -> tuple[TopicSpec, ...]:
     return (*PUBLIC_TOPICS, *INTERNAL_TOPICS, *TABLES)
 
 
+def co_partitioned(spec: TopicSpec) -> bool:
+    """Must the topic have exactly ``MA_TOPIC_PARTITIONS`` partitions (the module docstring)?"""
+    return spec.changelog or spec.name in (*STITCH_INPUTS, *CONTACT_INPUTS)
+
+
+class TopicLayoutError(StartError):
+    """An existing topic has another partition count than the worker's stages need."""
+
+
 def topic_name(settings: Settings, spec: TopicSpec) -> str:
     """The topic's name on the broker under these settings."""
     if spec.changelog:
@@ -178,6 +195,15 @@ async def ensure_topics(
         await admin.start()
     try:
         existing = set(await admin.list_topics())
+        await _check_partitions(
+            admin,
+            settings,
+            [
+                name
+                for spec in specs
+                if co_partitioned(spec) and (name := topic_name(settings, spec)) in existing
+            ],
+        )
         wanted = [
             NewTopic(
                 name=topic_name(settings, spec),
@@ -202,6 +228,43 @@ async def ensure_topics(
         return created
     finally:
         await admin.close()
+
+
+async def _check_partitions(
+    admin: AIOKafkaAdminClient, settings: Settings, names: list[str]
+) -> None:
+    """Raise ``TopicLayoutError`` when one of the existing topics ``names`` (co-partitioned)
+    does not have ``MA_TOPIC_PARTITIONS`` partitions."""
+    if not names:
+        return
+    wanted = settings.topic_partitions
+    counts = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
+    wrong = {name: n for name, n in sorted(counts.items()) if n != wanted}
+    if not wrong:
+        return
+    by_count: dict[int, list[str]] = {}
+    for name, n in wrong.items():
+        by_count.setdefault(n, []).append(name)
+    listed = "; ".join(
+        f"{_some(group)} {'has' if len(group) == 1 else 'have'} {n}"
+        for n, group in sorted(by_count.items())
+    )
+    found = set(wrong.values())
+    fix = (
+        f"set MA_TOPIC_PARTITIONS={found.pop()}"
+        if len(found) == 1 and len(wrong) == len(counts)
+        else f"recreate them with {wanted} partitions"
+    )
+    raise TopicLayoutError(
+        f"topics need MA_TOPIC_PARTITIONS={wanted} partitions each, but {listed} (the "
+        f"worker's stages read partition n of each together): {fix}"
+    )
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    """``a, b, c and 4 more``."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 async def _wait_for_leaders(

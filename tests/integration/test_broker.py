@@ -15,7 +15,16 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pipeline import codec
 from pipeline.broker import LocalBroker
 from pipeline.settings import Settings
-from pipeline.topics import PUBLIC_TOPICS, all_topics, ensure_topics, topic_name
+from pipeline.topics import (
+    COOKIES_TABLE,
+    EVENTS,
+    PUBLIC_TOPICS,
+    TRIGGERS,
+    TopicLayoutError,
+    all_topics,
+    ensure_topics,
+    topic_name,
+)
 from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.integration
@@ -74,6 +83,31 @@ async def test_topics_are_created_once_with_the_configured_partitions(settings: 
         assert entries["cleanup.policy"] == "compact"
     finally:
         await admin.close()
+
+
+async def test_topics_the_stages_read_together_must_have_the_configured_partitions(
+    settings: Settings,
+) -> None:
+    # made earlier with 2 partitions: the events and a table's changelog
+    earlier = settings.model_copy(update={"topic_partitions": 2})
+    await ensure_topics(earlier, (EVENTS, COOKIES_TABLE))
+    with pytest.raises(TopicLayoutError) as refused:
+        await ensure_topics(settings)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert settings.topic("events") in message and "have 2" in message
+    assert topic_name(settings, COOKIES_TABLE) in message
+    # every existing one has 2: the one setting that makes them agree
+    assert message.endswith("set MA_TOPIC_PARTITIONS=2")
+    assert await ensure_topics(earlier) != []  # the same layout as they have: fine
+
+
+async def test_a_public_output_may_have_more_partitions(settings: Settings) -> None:
+    # downstream consumers of ma.triggers may want more: nothing of the worker depends on it
+    more = settings.model_copy(update={"topic_partitions": settings.topic_partitions * 2})
+    await ensure_topics(more, (TRIGGERS,))
+    created = await ensure_topics(settings)
+    assert settings.topic("triggers") not in created and settings.topic("events") in created
 
 
 def test_broker_restart_keeps_data_and_status_tells_the_truth(tmp_path: Path) -> None:
