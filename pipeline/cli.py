@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from pipeline.broker import BrokerError, LocalBroker
 from pipeline.clickhouse import connect, describe_url
 from pipeline.clickhouse.migrate import migrate as apply_migrations
+from pipeline.errors import validation_message
 from pipeline.kafka import BrokerUnavailable
 from pipeline.logs import configure
 from pipeline.settings import Settings
@@ -66,7 +67,7 @@ def _environment_problems(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         name = "MA_" + "_".join(str(part) for part in error["loc"]).upper()
-        problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+        problems.append(f"{name}: {validation_message(error)}")
     return "invalid MA_* environment: " + "; ".join(problems)
 
 
@@ -395,9 +396,7 @@ def keys_new(key_id: str, scopes: tuple[str, ...]) -> None:
     except ValidationError as exc:
         problem = exc.errors()[0]
         where = ".".join(str(part) for part in problem["loc"])
-        raise click.ClickException(
-            f"{where}: {problem['msg'].removeprefix('Value error, ')}"
-        ) from None
+        raise click.ClickException(f"{where}: {validation_message(problem)}") from None
     click.echo(f"secret (shown once; give it to the caller): {secret}")
     click.echo("add to the rules file under keys:")
     click.echo(f"  - id: {key_id}")

@@ -17,8 +17,9 @@ import errno
 import fcntl
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from aiokafka.errors import KafkaConnectionError
 
@@ -39,6 +40,12 @@ class ServiceCrashed(StartError):
 
 class FolderInUse(StartError):
     pass
+
+
+def validation_message(error: Mapping[str, Any]) -> str:
+    """One pydantic error's message as a person reads it: without the ``Value error, `` that
+    pydantic puts before the message of a validator of ours."""
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def check_port(host: str, port: int, variable: str) -> None:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from pipeline.collect.fast_path import inbound_fields
+from pipeline.errors import validation_message
 from pipeline.identity import email_rejection, is_garbage_identifier, new_id, normalize_email
 from pipeline.models.events import (
     BROWSER_TYPES,
@@ -50,7 +51,7 @@ def describe_validation_error(exc: ValidationError, prefix: str) -> str:
     parts = []
     for error in exc.errors(include_url=False):
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
+        message = validation_message(error)
         if error["type"] == "literal_error" and error["loc"] == ("type",):
             message = f"unknown event type {error['input']!r}; {message.lower()}"
         parts.append(f"{prefix}{loc}: {message}")

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from pipeline.errors import validation_message
 from pipeline.rules.models import Rules
 
 Path_ = tuple[str | int, ...]
@@ -88,7 +89,7 @@ def _describe(error: Any, filename: str, lines: dict[Path_, int]) -> str:
             line = lines[loc[:end]]
             break
     field = _dotted(loc) or "(top level)"
-    message = error["msg"].removeprefix("Value error, ")
+    message = validation_message(error)
     if error["type"] == "extra_forbidden":
         message = "unknown field (check the spelling; see config/rules.yaml for every field)"
     elif error["type"] == "missing":
