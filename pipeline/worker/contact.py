@@ -187,7 +187,7 @@ class ContactStage(Stage):
                 self.contacts,
                 self.contact_due,
                 key,
-                None if record.erased else record.to_dict(),
+                None if record.erased else record,
                 None if record.erased else wake_time(record.inbox, record.triggers.pending),
             )
             for key, record in records.items()

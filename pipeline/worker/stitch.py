@@ -143,7 +143,7 @@ class StitchStage(Stage):
         return CookieRecord.from_dict(data)
 
     def _state(self, key: str, record: CookieRecord) -> State:
-        return (self.cookies, self.cookie_due, key, record.to_dict(), record.triggers.next_due())
+        return (self.cookies, self.cookie_due, key, record, record.triggers.next_due())
 
     # -- watermarks -----------------------------------------------------------------------------
     def watermarks(self, busy: set[int] | frozenset[int] = frozenset()) -> list[Out]:
