@@ -74,6 +74,9 @@ class StitchStage(Stage):
         hand = HandOver(self.settings.topic_partitions)
         self.fresh()
 
+        def emit(outs: list[Out]) -> None:  # hand-overs wait for the batch's envelopes
+            out.emit(hand.take(outs), pending)
+
         def cookie(key: str) -> CookieRecord:
             record = records.get(key)
             if record is None:
@@ -96,14 +99,14 @@ class StitchStage(Stage):
                         continue
                     if value.get("k") == "due":
                         outs = due_step(record, rules, int(value["at"]), counters, anonymous_id=key)
-                        out.emit(hand.take(outs), pending)
+                        emit(outs)
                     else:
                         # a source of its own for stage 2's replay check (ma.events has >= 0)
                         source = -1 - message.partition
                         outs = cookie_command(record, value, key, rules, counters)
                         if value.get("k") == "forget":  # an erased person's cookie
                             scrub.append((self.cookies, key))
-                        out.emit(hand.take(stamp(outs, source, message.offset)), pending)
+                        emit(stamp(outs, source, message.offset))
                     continue
                 aid = state_key(check_event(value))
                 here = (message.partition, message.offset)
@@ -112,12 +115,7 @@ class StitchStage(Stage):
                     message.offset,
                 )
                 if aid is None:  # no cookie: nothing to remember per key
-                    out.emit(
-                        hand.take(
-                            stamp(cookie_step(CookieRecord(), value, rules, counters), *here)
-                        ),
-                        pending,
-                    )
+                    emit(stamp(cookie_step(CookieRecord(), value, rules, counters), *here))
                     continue
                 record = cookie(aid)
                 if already_applied(
@@ -129,7 +127,7 @@ class StitchStage(Stage):
                     outs = user_step(record, value, aid, counters)
                 else:
                     outs = cookie_step(record, value, rules, counters)
-                out.emit(hand.take(stamp(outs, *here)), pending)
+                emit(stamp(outs, *here))
             except Exception as exc:
                 out.dead_letter("worker:stitch", exc, message.value, pending)
         out.emit_encoded(CONTACT_WORK, hand.envelopes(), pending)
