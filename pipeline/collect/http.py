@@ -39,13 +39,16 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
         raise EnvelopeError(
             413, f"body: at most {limit // 1024} KiB, got {request.content_length} bytes"
         )
+    content = request.content
     chunks: list[bytes] = []
     size = 0
     try:
-        while chunk := await request.content.read(65536):
+        while chunk := await content.read(65536):
             size += len(chunk)
             if size > limit:
                 raise EnvelopeError(413, f"body: at most {limit // 1024} KiB")
+            if not chunks and content.at_eof():
+                return chunk  # the whole body in one read (nearly every request)
             chunks.append(chunk)
     except (HttpProcessingError, RequestPayloadError) as exc:
         encoding = request.headers.get("Content-Encoding", "none")[:40]
