@@ -95,7 +95,6 @@ class JsonProducer:
         self._max_plain_record = self._options["max_request_size"] - 1024
         self._producer = AIOKafkaProducer(**self._options)
         self._batches = PartitionBatches(self._producer)
-        self._expiry = Expiry()
         self._started = False
         self._replacing: asyncio.Lock | None = None
         self._retired: set[asyncio.Task[None]] = set()
@@ -160,7 +159,7 @@ class JsonProducer:
                 partition = partition_for(key, partitions[topic])
                 waits.add(batches.add(topic, partition, key, value))
             # Other sends share these batches: wait without ever cancelling them.
-            await _all_done(waits, deadline, self._expiry)
+            await _all_done(waits, deadline)
             _raise_first_failure(waits)
         except _STALE_PRODUCER as exc:
             await self._replace(producer)
@@ -321,15 +320,15 @@ class PartitionBatches:
             _fail(batches, ProducerClosed())
 
 
-async def _all_done(futures: set[asyncio.Future[Any]], deadline: float, expiry: Expiry) -> None:
+async def _all_done(futures: set[asyncio.Future[Any]], deadline: float) -> None:
     """Return once all ``futures`` are done; raise ``TimeoutError`` at ``deadline`` (loop time)
     and leave them alone, as other sends share them. ``asyncio.wait`` under ``asyncio.timeout``,
-    leaner: one future of its own, and ``expiry``'s timer instead of one per wait (the
-    collector's hot path, once per request)."""
+    leaner: one future and one timer of its own (the collector's hot path, once per request)."""
     pending = len(futures)
     if not pending:
         return
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
 
     def one_done(_: asyncio.Future[Any]) -> None:
         nonlocal pending
@@ -339,65 +338,16 @@ async def _all_done(futures: set[asyncio.Future[Any]], deadline: float, expiry: 
 
     for future in futures:
         future.add_done_callback(one_done)
-    expiry.add(deadline, done)
-    await done
+    timer = loop.call_at(deadline, _expire, done)
+    try:
+        await done
+    finally:
+        timer.cancel()
 
 
-class Expiry:
-    """Fails the waits still pending at their deadlines (``TimeoutError``), with one timer for
-    all of them.
-
-    The sends of one producer share its ``ack_timeout``, so their deadlines come (nearly) in
-    order: a queue, kept sorted, whose head is the next to expire, and one ``call_at`` for it.
-    Waits that ended leave it from its head as later ones come (they end about in the order
-    they began). A timer per wait, made and cancelled on every request, cost more than the wait
-    itself (``loop.call_at`` and its cancel: about 3 µs of the 5 µs a wait took).
-
-    Example::
-
-        expiry = Expiry()
-        expiry.add(loop.time() + 5, done)   # done fails with TimeoutError in 5 s, unless settled
-    """
-
-    def __init__(self) -> None:
-        self._waits: deque[tuple[float, asyncio.Future[None]]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def add(self, deadline: float, done: asyncio.Future[None]) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new loop (tests run one each): the old waits are gone
-            self._loop, self._timer = loop, None
-            self._waits.clear()
-        waits = self._waits
-        while waits and waits[0][1].done():
-            waits.popleft()
-        if not waits or deadline >= waits[-1][0]:
-            waits.append((deadline, done))
-        else:  # a send that waited for metadata before it got here: rare, put in its place
-            at = len(waits)
-            while at and waits[at - 1][0] > deadline:
-                at -= 1
-            waits.insert(at, (deadline, done))
-            if at == 0 and self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-        if self._timer is None:
-            self._timer = loop.call_at(waits[0][0], self._expire, loop)
-
-    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        waits = self._waits
-        now = loop.time()
-        while waits and (waits[0][0] <= now or waits[0][1].done()):
-            _, done = waits.popleft()
-            if not done.done():
-                done.set_exception(TimeoutError())
-        if waits:
-            self._timer = loop.call_at(waits[0][0], self._expire, loop)
-
-    def __len__(self) -> int:
-        return len(self._waits)
+def _expire(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_exception(TimeoutError())
 
 
 def _raise_first_failure(futures: set[asyncio.Future[Any]]) -> None:

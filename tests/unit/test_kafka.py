@@ -18,7 +18,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.kafka import BrokerUnavailable, Expiry, JsonProducer, PartitionBatches, partition_for
+from pipeline.kafka import BrokerUnavailable, JsonProducer, PartitionBatches, partition_for
 from pipeline.settings import Settings
 
 
@@ -240,60 +240,3 @@ async def test_the_producer_waits_for_all_replicas_and_is_idempotent() -> None:
 
     assert producer._sender._acks == -1  # "all"
     assert producer._txn_manager is not None  # idempotence: producer id and sequence numbers
-
-
-# -- deadlines -----------------------------------------------------------------------------
-async def test_waits_fail_at_their_deadlines_in_order_with_one_timer() -> None:
-    loop = asyncio.get_running_loop()
-    expiry = Expiry()
-    start = loop.time()
-    first, second, third = (loop.create_future() for _ in range(3))
-    expiry.add(start + 0.05, first)
-    expiry.add(start + 0.10, second)
-    expiry.add(start + 0.15, third)
-    second.set_result(None)  # acknowledged in time: never failed
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(first, 2)
-    assert 0.05 <= loop.time() - start < 2  # the Expiry's TimeoutError, not wait_for's
-    assert not third.done()
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(third, 2)
-    assert 0.15 <= loop.time() - start < 2
-    assert second.result() is None
-    assert len(expiry) == 0
-
-
-async def test_a_wait_added_out_of_order_still_fails_at_its_own_deadline() -> None:
-    """A send that first waited for the topic's metadata brings an earlier deadline than one
-    already waiting: it is put in its place, and the timer moves to it."""
-    loop = asyncio.get_running_loop()
-    expiry = Expiry()
-    start = loop.time()
-    late, early = loop.create_future(), loop.create_future()
-    expiry.add(start + 5, late)
-    expiry.add(start + 0.05, early)
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(early, 2)
-    assert loop.time() - start < 2  # the Expiry's, not wait_for's
-    assert not late.done()
-    late.set_result(None)
-
-
-async def test_waits_that_ended_leave_the_queue_as_new_ones_come() -> None:
-    """Under load, the queue holds the waits in flight, not every request of the timeout."""
-    loop = asyncio.get_running_loop()
-    expiry = Expiry()
-    for _ in range(1000):
-        done = loop.create_future()
-        expiry.add(loop.time() + 5, done)
-        done.set_result(None)
-    assert len(expiry) == 1
-
-
-async def test_a_send_the_broker_never_acknowledges_fails_after_the_timeout() -> None:
-    fake = FakeProducer()
-    producer = await started_producer(fake, ack_timeout=0.05)
-    for _ in range(2):  # the second after the first's timer fired: a new one is set
-        with pytest.raises(BrokerUnavailable):
-            await asyncio.wait_for(producer.send_all([("t", b"k", b"v")]), 2)
-        fake.drain()
