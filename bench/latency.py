@@ -36,7 +36,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench import BenchContext, Section, section
 from bench.procs import Child, free_port, worker_settings
 from pipeline.settings import Settings
-from pipeline.topics import TopicSpec, all_topics, ensure_topics
+from pipeline.topics import CONTACT_WORK, TopicSpec, all_topics, ensure_topics
+from pipeline.worker.handover import hand_overs
 
 SITE = "acme"
 WRITE_KEY = "wk_acme_public_7d1f3a"
@@ -68,6 +69,9 @@ class Sent:
     )
     answered: set[int] = field(default_factory=set)
     accepted: set[int] = field(default_factory=set)
+    #: per ``sales`` request: when (record timestamps, ms) its events reached ``ma.events``,
+    #: stage 1 handed the last of them over on ``x.contact-work``, and stage 2 fired
+    stages: dict[int, dict[str, int]] = field(default_factory=dict)
     errors: int = 0
     measuring: bool = False
 
@@ -140,6 +144,7 @@ async def _listen(settings: Settings, sent: Sent, stop: asyncio.Event) -> None:
     """Read ``ma.identities``, ``ma.triggers`` and ``ma.events`` from the start; record each
     answer's latency (and each request's arrival on ``ma.events``)."""
     topics = [settings.topic("identities"), settings.topic("triggers"), settings.topic("events")]
+    topics.append(settings.topic(CONTACT_WORK))  # where the sales path's stage 1 ends
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
     )
@@ -155,8 +160,14 @@ async def _listen(settings: Settings, sent: Sent, stop: asyncio.Event) -> None:
             for tp, records in batches.items():
                 for record in records:
                     value: dict[str, Any] = orjson.loads(record.value) if record.value else {}
+                    if tp.topic == topics[3]:
+                        if sent.measuring:
+                            _handed_over(sent, value, record.timestamp)
+                        continue
                     if tp.topic == topics[2]:
                         kind, n = sent.kinds.get(str(value.get("event_id")), ("", -1))
+                        if kind == "sales" and sent.measuring:
+                            _stamp(sent, n, "event", record.timestamp)
                         if n >= 0 and n not in sent.accepted:
                             sent.accepted.add(n)
                             if sent.measuring:
@@ -173,9 +184,43 @@ async def _listen(settings: Settings, sent: Sent, stop: asyncio.Event) -> None:
                             sent.answered.add(n)
                             if sent.measuring:
                                 sent.latencies[kind].append(now - sent.at[n])
+                                if kind == "sales":
+                                    _stamp(sent, n, "answer", record.timestamp)
                             break
     finally:
         await consumer.stop()
+
+
+def _stamp(sent: Sent, n: int, stage: str, at: int) -> None:
+    """Keep the latest timestamp of ``stage`` for request ``n``."""
+    stamps = sent.stages.setdefault(n, {})
+    stamps[stage] = max(stamps.get(stage, at), at)
+
+
+def _handed_over(sent: Sent, value: dict[str, Any], at: int) -> None:
+    """Stamp the sales requests whose events this ``x.contact-work`` envelope hands over."""
+    for _, message in hand_overs(value) or ():
+        if isinstance(message, dict) and message.get("k") == "event":
+            kind, n = sent.kinds.get(str(message["e"].get("event_id")), ("", -1))
+            if kind == "sales":
+                _stamp(sent, n, "handover", at)
+
+
+def _stage_shares(sent: Sent) -> dict[str, float]:
+    """p50 and p99 (ms) of the sales path's two worker stages, from record timestamps: stage 1
+    from the events on ``ma.events`` to their hand-over, stage 2 from it to the trigger."""
+    shares: dict[str, list[float]] = {"stage1": [], "stage2": []}
+    for stamps in sent.stages.values():
+        if {"event", "handover", "answer"} <= stamps.keys():
+            shares["stage1"].append(stamps["handover"] - stamps["event"])
+            shares["stage2"].append(stamps["answer"] - stamps["handover"])
+    figures: dict[str, float] = {}
+    for stage, values in shares.items():
+        if len(values) >= 2:
+            cuts = statistics.quantiles(values, n=100, method="inclusive")
+            figures[f"{stage}_p50_ms"] = round(cuts[49], 1)
+            figures[f"{stage}_p99_ms"] = round(cuts[98], 1)
+    return figures
 
 
 async def _roundtrip(settings: Settings, seconds: float) -> list[float]:
@@ -289,6 +334,7 @@ async def latency(ctx: BenchContext, out: Section) -> None:
         ):
             ctx.log(f"measuring: {rate} events/s for {seconds:.0f} s …")
             sent.latencies = {k: [] for k in (*KINDS, ACCEPTED)}
+            sent.stages = {}
             sent.measuring = True
             cpu0 = {"worker": worker.cpu_seconds(), "collector": collector.cpu_seconds()}
             first = n
@@ -303,7 +349,8 @@ async def latency(ctx: BenchContext, out: Section) -> None:
             sent.measuring = False
             if sent.errors:
                 raise RuntimeError(f"{sent.errors} requests failed: see {collector.log}")
-            _report(ctx, out, sent, prefix, rate, seconds, cpu, [m for m in missing if m >= first])
+            missed = [m for m in missing if m >= first]
+            _report(ctx, out, sent, prefix, rate, seconds, cpu, missed, settings.order_wait)
         stop.set()
         await listener
         await _profile_latency(ctx, out, settings, salt)
@@ -382,6 +429,7 @@ def _report(
     seconds: float,
     cpu: dict[str, float],
     missing: list[int],
+    order_wait: float,
 ) -> None:
     load = (
         f"{rate} events/s for {seconds:.0f} s; worker {cpu['worker']:.2f} CPU, "
@@ -402,6 +450,16 @@ def _report(
         figures = _percentiles(sent.latencies[kind])
         lost = sum(1 for m in missing if KINDS[m % len(KINDS)] == kind)
         figures["unanswered"] = lost
+        stages = ""
+        if kind == "sales" and (shares := _stage_shares(sent)):
+            figures.update(shares)
+            stages = (
+                f"; stage 1 p50 {shares.get('stage1_p50_ms', 0):.0f} / p99 "
+                f"{shares.get('stage1_p99_ms', 0):.0f} ms, stage 2 (which waits up to "
+                f"MA_ORDER_WAIT {order_wait:g} s for every partition) p50 "
+                f"{shares.get('stage2_p50_ms', 0):.0f} / p99 "
+                f"{shares.get('stage2_p99_ms', 0):.0f} ms"
+            )
         trend = ""
         if figures["p50_last_third_ms"] > 2 * figures["p50_first_third_ms"] + 50:
             trend = (
@@ -414,7 +472,7 @@ def _report(
             "ms p50",
             baseline="latency.kafka_roundtrip",
             note=f"{what}; p95 {figures['p95_ms']:.0f} ms, p99 {figures['p99_ms']:.0f} ms, "
-            f"{figures['samples']} samples{f', {lost} unanswered' if lost else ''}{trend}; "
+            f"{figures['samples']} samples{f', {lost} unanswered' if lost else ''}{stages}{trend}; "
             f"{load}",
             extra={
                 **figures,
