@@ -2,9 +2,11 @@
 ``ma.triggers``, through a real collector and a real worker (each in its own process).
 
 Traffic at a steady ``RATE`` events/s for 20 s (after a warm-up), then at ``HIGH_RATE`` (about
-half of what one worker process takes, ``bench.worker``) and at ``LOW_RATE`` (the path's own
-cost, where no backlog can build up); three kinds of requests in turn, each from a
-new browser:
+half of what one worker process takes, ``bench.worker``), at 80% of that (``load_rate``), at
+``LOW_RATE`` (the path's own cost, where no backlog can build up), and last at ``SCALED_RATE``
+(the issue's 5k events/s) with ``SCALED_WORKERS`` worker processes in the group (the first
+keeps the sink, the others run with ``MA_SINK=false``); three kinds of requests in turn, each
+from a new browser:
 
 - ``identify``: one ``identify`` with an email → the cookie's link on ``ma.identities``
   (stage 1 of the worker);
@@ -14,7 +16,10 @@ new browser:
   ``mql-sales-alert`` trigger for the new contact (stage 1, then stage 2 by contact).
 
 Latency = from just before the POST until this process reads the record (a consumer assigned
-to every partition); ``latency.collector`` is the share up to the event on ``ma.events``. A
+to every partition); ``latency.collector`` is the share up to the event on ``ma.events``; the
+sales rows also give the worker's two stages apart, from record timestamps (the events on
+``ma.events`` → their hand-over on ``x.contact-work`` → the trigger): stage 2 holds a
+contact's records until every partition has passed them, up to ``MA_ORDER_WAIT``. A
 latency has no natural baseline: the baseline row is the bare round trip on the same broker at
 the same rate, aiokafka ``send()`` (``acks=all``, idempotent, linger 2 ms, as the collector's
 producer) to a consumer reading it, measured with both processes running.
@@ -50,6 +55,9 @@ HIGH_RATE = 1_000
 LOAD_RATE = 2_000
 #: a lighter load: what the path costs when no backlog can build up
 LOW_RATE = 50
+#: the issue's rate for latency at load, with this many worker processes (the last phase)
+SCALED_RATE = 5_000
+SCALED_WORKERS = 2
 ROUNDTRIP = TopicSpec("bench-roundtrip", "none", "bare round-trip latency", public=False)
 KINDS = ("identify", "web", "sales")
 #: the collector's part: the request's first event on ``ma.events``
@@ -301,6 +309,7 @@ async def latency(ctx: BenchContext, out: Section) -> None:
 
     ctx.created_topics += await ensure_topics(settings, (*all_topics(), ROUNDTRIP))
     worker = Child.start(ctx, ["-m", "pipeline.cli", "worker"], settings, "latency-worker")
+    workers = [worker]
     collector = Child.start(
         ctx, ["-m", "bench.run_collector", "collector"], settings, "latency-collector"
     )
@@ -326,37 +335,72 @@ async def latency(ctx: BenchContext, out: Section) -> None:
         ctx.log(f"warm-up: {RATE} events/s for 3 s …")
         n = await _traffic(url, sent, RATE, 3.0, 0, salt)
         await _wait_answered(sent, n, 30)
+
+        async def phase(rate: int, prefix: str) -> None:
+            nonlocal n
+            ctx.log(f"measuring: {rate} events/s for {seconds:.0f} s …")
+            sent.latencies = {k: [] for k in (*KINDS, ACCEPTED)}
+            sent.stages = {}
+            sent.measuring = True
+
+            def used() -> dict[str, float]:
+                return {
+                    "worker": sum(each.cpu_seconds() for each in workers),
+                    "collector": collector.cpu_seconds(),
+                }
+
+            cpu0 = used()
+            first = n
+            started = time.perf_counter()
+            n = await _traffic(url, sent, rate, seconds, first, salt)
+            elapsed = time.perf_counter() - started
+            cpu = {name: (seconds_ - cpu0[name]) / elapsed for name, seconds_ in used().items()}
+            sizes = [len(_request(kind, 0, salt)) for kind in KINDS]
+            cpu["sent"] = sum(sizes[m % len(KINDS)] for m in range(first, n)) / elapsed
+            missing = await _wait_answered(sent, n, 60)
+            sent.measuring = False
+            if sent.errors:
+                raise RuntimeError(f"{sent.errors} requests failed: see {collector.log}")
+            missed = [m for m in missing if m >= first]
+            _report(
+                ctx, out, sent, prefix, rate, seconds, cpu, missed, settings.order_wait,
+                workers=len(workers),
+            )  # fmt: skip
+
         for rate, prefix in (
             (RATE, "latency"),
             (HIGH_RATE, "latency.high"),
             (load_rate(ctx), "latency.load"),
             (LOW_RATE, "latency.low"),
         ):
-            ctx.log(f"measuring: {rate} events/s for {seconds:.0f} s …")
-            sent.latencies = {k: [] for k in (*KINDS, ACCEPTED)}
-            sent.stages = {}
-            sent.measuring = True
-            cpu0 = {"worker": worker.cpu_seconds(), "collector": collector.cpu_seconds()}
-            first = n
-            started = time.perf_counter()
-            n = await _traffic(url, sent, rate, seconds, first, salt)
-            elapsed = time.perf_counter() - started
-            cpu = {
-                "worker": (worker.cpu_seconds() - cpu0["worker"]) / elapsed,
-                "collector": (collector.cpu_seconds() - cpu0["collector"]) / elapsed,
-            }
-            missing = await _wait_answered(sent, n, 60)
-            sent.measuring = False
-            if sent.errors:
-                raise RuntimeError(f"{sent.errors} requests failed: see {collector.log}")
-            missed = [m for m in missing if m >= first]
-            _report(ctx, out, sent, prefix, rate, seconds, cpu, missed, settings.order_wait)
+            await phase(rate, prefix)
+        await _profile_latency(ctx, out, settings, salt)
+        # the issue's rate, with more worker processes: the first keeps the sink, the others
+        # run the two stages only (``MA_SINK=false``), in the same group
+        for i in range(1, SCALED_WORKERS):
+            more = settings.model_copy(
+                update={
+                    "sink": False,
+                    "data_dir": ctx.scratch / f"latency-{i + 1}" / "data",
+                    "clickhouse_url": f"chdb://{ctx.scratch / f'latency-{i + 1}' / 'chdb'}",
+                    "worker_web_port": free_port(),
+                }
+            )
+            name = f"latency-worker{i + 1}"
+            workers.append(Child.start(ctx, ["-m", "pipeline.cli", "worker"], more, name))
+        for each in workers[1:]:
+            await each.wait_for("worker ready", timeout=120)
+        ctx.log(f"{len(workers)} workers: warm-up at {RATE} events/s for 3 s …")
+        first = n
+        n = await _traffic(url, sent, RATE, 3.0, first, salt)
+        await _wait_answered(sent, n, 60)
+        await phase(SCALED_RATE, "latency.scaled")
         stop.set()
         await listener
-        await _profile_latency(ctx, out, settings, salt)
     finally:
         collector.stop()
-        worker.stop()
+        for each in workers:
+            each.stop()
 
 
 def load_rate(ctx: BenchContext) -> int:
@@ -430,9 +474,15 @@ def _report(
     cpu: dict[str, float],
     missing: list[int],
     order_wait: float,
+    *,
+    workers: int = 1,
 ) -> None:
+    processes = "worker" if workers == 1 else f"{workers} workers"
+    # the load generator shares the machine: it may fall short of the rate it aims at
+    sent_rate = cpu.get("sent", rate)
+    short = f" (sent {sent_rate:,.0f} events/s)" if sent_rate < 0.95 * rate else ""
     load = (
-        f"{rate} events/s for {seconds:.0f} s; worker {cpu['worker']:.2f} CPU, "
+        f"{rate} events/s for {seconds:.0f} s{short}; {processes} {cpu['worker']:.2f} CPU, "
         f"collector {cpu['collector']:.2f} CPU"
     )
     accepted = _percentiles(sent.latencies[ACCEPTED])
@@ -479,6 +529,8 @@ def _report(
                 "worker_cpu": round(cpu["worker"], 2),
                 "collector_cpu": round(cpu["collector"], 2),
                 "rate": rate,
+                "sent_rate": round(sent_rate),
+                "workers": workers,
             },
         )
         ctx.log(
