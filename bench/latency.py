@@ -356,7 +356,7 @@ async def latency(ctx: BenchContext, out: Section) -> None:
             elapsed = time.perf_counter() - started
             cpu = {name: (seconds_ - cpu0[name]) / elapsed for name, seconds_ in used().items()}
             sizes = [len(_request(kind, 0, salt)) for kind in KINDS]
-            cpu["sent"] = sum(sizes[m % len(KINDS)] for m in range(first, n)) / elapsed
+            sent_rate = sum(sizes[m % len(KINDS)] for m in range(first, n)) / elapsed
             missing = await _wait_answered(sent, n, 60)
             sent.measuring = False
             if sent.errors:
@@ -364,7 +364,7 @@ async def latency(ctx: BenchContext, out: Section) -> None:
             missed = [m for m in missing if m >= first]
             _report(
                 ctx, out, sent, prefix, rate, seconds, cpu, missed, settings.order_wait,
-                workers=len(workers),
+                workers=len(workers), sent_rate=sent_rate,
             )  # fmt: skip
 
         for rate, prefix in (
@@ -391,8 +391,7 @@ async def latency(ctx: BenchContext, out: Section) -> None:
         for each in workers[1:]:
             await each.wait_for("worker ready", timeout=120)
         ctx.log(f"{len(workers)} workers: warm-up at {RATE} events/s for 3 s …")
-        first = n
-        n = await _traffic(url, sent, RATE, 3.0, first, salt)
+        n = await _traffic(url, sent, RATE, 3.0, n, salt)
         await _wait_answered(sent, n, 60)
         await phase(SCALED_RATE, "latency.scaled")
         stop.set()
@@ -476,10 +475,11 @@ def _report(
     order_wait: float,
     *,
     workers: int = 1,
+    sent_rate: float,
 ) -> None:
+    """Add a phase's rows; ``sent_rate``: the events/s the load generator really sent (it
+    shares the machine: it may fall short of the ``rate`` it aims at)."""
     processes = "worker" if workers == 1 else f"{workers} workers"
-    # the load generator shares the machine: it may fall short of the rate it aims at
-    sent_rate = cpu.get("sent", rate)
     short = f" (sent {sent_rate:,.0f} events/s)" if sent_rate < 0.95 * rate else ""
     load = (
         f"{rate} events/s for {seconds:.0f} s{short}; {processes} {cpu['worker']:.2f} CPU, "
