@@ -219,15 +219,16 @@ def _stage_shares(sent: Sent) -> dict[str, float]:
     from the events on ``ma.events`` to their hand-over, stage 2 from it to the trigger."""
     shares: dict[str, list[float]] = {"stage1": [], "stage2": []}
     for stamps in sent.stages.values():
-        if {"event", "handover", "answer"} <= stamps.keys():
-            shares["stage1"].append(stamps["handover"] - stamps["event"])
-            shares["stage2"].append(stamps["answer"] - stamps["handover"])
+        if {"event", "handover", "answer"} <= stamps.keys():  # timestamps in ms
+            shares["stage1"].append((stamps["handover"] - stamps["event"]) / 1000)
+            shares["stage2"].append((stamps["answer"] - stamps["handover"]) / 1000)
+    if len(shares["stage1"]) < 2:
+        return {}
     figures: dict[str, float] = {}
     for stage, values in shares.items():
-        if len(values) >= 2:
-            cuts = statistics.quantiles(values, n=100, method="inclusive")
-            figures[f"{stage}_p50_ms"] = round(cuts[49], 1)
-            figures[f"{stage}_p99_ms"] = round(cuts[98], 1)
+        cuts = _percentiles(values)
+        figures[f"{stage}_p50_ms"] = cuts["p50_ms"]
+        figures[f"{stage}_p99_ms"] = cuts["p99_ms"]
     return figures
 
 
@@ -504,11 +505,10 @@ def _report(
         if kind == "sales" and (shares := _stage_shares(sent)):
             figures.update(shares)
             stages = (
-                f"; stage 1 p50 {shares.get('stage1_p50_ms', 0):.0f} / p99 "
-                f"{shares.get('stage1_p99_ms', 0):.0f} ms, stage 2 (which waits up to "
+                f"; stage 1 p50 {shares['stage1_p50_ms']:.0f} / p99 "
+                f"{shares['stage1_p99_ms']:.0f} ms, stage 2 (which waits up to "
                 f"MA_ORDER_WAIT {order_wait:g} s for every partition) p50 "
-                f"{shares.get('stage2_p50_ms', 0):.0f} / p99 "
-                f"{shares.get('stage2_p99_ms', 0):.0f} ms"
+                f"{shares['stage2_p50_ms']:.0f} / p99 {shares['stage2_p99_ms']:.0f} ms"
             )
         trend = ""
         if figures["p50_last_third_ms"] > 2 * figures["p50_first_third_ms"] + 50:
