@@ -6,7 +6,10 @@ key is already stored (a Bloom filter of the stored keys, ``pipeline.sink.stored
 of the keys it cannot rule out) and inserts each
 table's rows with an ``insert_deduplication_token``. The baseline inserts exactly the same rows,
 table by table and batch by batch, with plain ``client.insert`` into another database on the
-same chDB engine: the difference is what idempotence costs.
+same chDB engine: the difference is what idempotence costs. A second baseline does the same with
+each table's column types given (as the writer does, asked once), which spares clickhouse-connect
+the ``DESCRIBE TABLE`` it otherwise runs before every insert: the writer against it is what
+idempotence alone costs.
 
 Traffic: ``bench.traffic.contact_work_values`` (resolved events, ~60% of a contact) plus the
 records the worker produces for them, in about the proportions it does: a score change for
@@ -113,12 +116,22 @@ def _batches(values: list[tuple[str, dict[str, Any]]]) -> list[Rows]:
     return batches
 
 
-def _raw_insert(client: Client, *, database: str, rows: Rows) -> int:
+def _raw_insert(
+    client: Client, *, database: str, rows: Rows, types: dict[str, Any] | None = None
+) -> int:
+    """Plain inserts; with ``types`` (a dict filled on first use) each table's column types
+    are asked once and given to every later insert."""
     by_table: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for table, row in rows:
         by_table[table].append(row)
     for table, table_rows in by_table.items():
-        client.insert(f"{database}.{table}", table_rows, column_names=list(TABLE_COLUMNS[table]))
+        name, columns = f"{database}.{table}", list(TABLE_COLUMNS[table])
+        column_types = None
+        if types is not None:
+            if table not in types:
+                types[table] = client.create_insert_context(name, columns).column_types
+            column_types = types[table]
+        client.insert(name, table_rows, column_names=columns, column_types=column_types)
     return len(rows)
 
 
@@ -133,20 +146,21 @@ def _count(client: Client, database: str) -> dict[str, int]:
 async def sink(ctx: BenchContext, out: Section) -> None:
     """pipeline.sink.SinkWriter (idempotent) vs raw clickhouse-connect inserts into chDB."""
     n = ctx.scale(100_000, 10_000)
-    sink_db, raw_db = "bench_sink", "bench_sink_raw"
+    sink_db, raw_db, typed_db = "bench_sink", "bench_sink_raw", "bench_sink_typed"
     # one ClickHouse (one client, one thread) on the run's chDB path serves both databases
     clickhouse = connect(ctx.settings.model_copy(update={"clickhouse_database": sink_db}))
     try:
-        for database in (sink_db, raw_db):
+        for database in (sink_db, raw_db, typed_db):
             await clickhouse.run(partial(migrate, database=database))
         writer = SinkWriter(clickhouse)
-        rates: dict[str, list[float]] = {"sink": [], "raw": []}
+        rates: dict[str, list[float]] = {"sink": [], "raw": [], "typed": []}
+        types: dict[str, Any] = {}
         written: dict[str, int] = defaultdict(int)
         per_run = 0
         for i in range(-1, 3):  # a warm-up, then three runs
             batches = _batches(sink_values(n // 4 if i < 0 else n, seed=500 + i))
             total = sum(len(b) for b in batches)
-            order = ("sink", "raw") if i % 2 == 0 else ("raw", "sink")
+            order = ("sink", "raw", "typed")[i % 3 :] + ("sink", "raw", "typed")[: i % 3]
             for mode in order:
                 with Timer() as t:
                     for b, rows in enumerate(batches):
@@ -154,7 +168,12 @@ async def sink(ctx: BenchContext, out: Section) -> None:
                             counts = await writer.write(rows, f"bench-{i}-{b}")
                             written[mode] += sum(counts.values())
                         else:
-                            insert = partial(_raw_insert, database=raw_db, rows=rows)
+                            insert = partial(
+                                _raw_insert,
+                                database=raw_db if mode == "raw" else typed_db,
+                                rows=rows,
+                                types=types if mode == "typed" else None,
+                            )
                             written[mode] += await clickhouse.run(insert)
                 if i >= 0:
                     rates[mode].append(total / t.seconds)
@@ -165,17 +184,21 @@ async def sink(ctx: BenchContext, out: Section) -> None:
             )
         # both must have stored the same rows, and the sink every row it was given once
         stored = {
-            db: await clickhouse.run(partial(_count, database=db)) for db in (sink_db, raw_db)
+            db: await clickhouse.run(partial(_count, database=db))
+            for db in (sink_db, raw_db, typed_db)
         }
         # score_state is a versioned table: the sink may keep only the latest per contact
-        if {k: v for k, v in stored[sink_db].items() if k != "score_state"} != {
-            k: v for k, v in stored[raw_db].items() if k != "score_state"
-        }:
+        counted = [
+            {k: v for k, v in stored[db].items() if k != "score_state"}
+            for db in (sink_db, raw_db, typed_db)
+        ]
+        if counted[0] != counted[1] or counted[1] != counted[2]:
             raise RuntimeError(f"the sink and the raw inserts stored different rows: {stored}")
-        if written["sink"] != written["raw"]:
-            raise RuntimeError(f"rows written: sink {written['sink']}, raw {written['raw']}")
+        if not written["sink"] == written["raw"] == written["typed"]:
+            raise RuntimeError(f"rows written: {dict(written)}")
         mix = ", ".join(f"{t} {c:,}" for t, c in stored[raw_db].items() if c)
-        raw = Measurement(rates["raw"])
+        raw, typed = Measurement(rates["raw"]), Measurement(rates["typed"])
+        vs_typed = Measurement(rates["sink"]).median / typed.median
         out.add(
             "sink.raw_insert",
             raw,
@@ -184,14 +207,23 @@ async def sink(ctx: BenchContext, out: Section) -> None:
             f"per run in {SINK_BATCH:,}-value batches",
         )
         out.add(
+            "sink.raw_insert_typed",
+            typed,
+            "rows/s",
+            baseline="sink.raw_insert",
+            note="the same inserts with each table's column types given (asked once), as the "
+            "writer does: no DESCRIBE TABLE before each insert",
+        )
+        out.add(
             "sink.writer",
             Measurement(rates["sink"]),
             "rows/s",
             baseline="sink.raw_insert",
             note=f"SinkWriter.write: stored-key filter (+ lookups of what it cannot rule out) "
-            f"+ dedup tokens; "
+            f"+ dedup tokens; {vs_typed:.2f} x sink.raw_insert_typed; "
             f"rows stored over all runs: {mix}; "
             "goal >= 0.8 x raw",
+            extra={"vs_raw_insert_typed": round(vs_typed, 3)},
         )
     finally:
         clickhouse.close()

@@ -2,11 +2,14 @@
 
 ``rows_for(topic_short_name, value)`` returns ``[(table, row_tuple), …]`` in the column order of
 ``TABLE_COLUMNS``. Email addresses are kept only in ``contact_versions`` (one place to erase).
+Times are whole milliseconds since the epoch, what the tables' ``DateTime64(3, 'UTC')`` columns
+store: clickhouse-connect writes such an integer as it is, where it converts a ``datetime`` value
+by value (and the sink's row keys compare times as milliseconds, ``pipeline.sink.writer``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline import codec
@@ -54,10 +57,19 @@ ROW_KEYS: dict[str, tuple[tuple[str, ...], int]] = {
 }
 
 
-def _time(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def _time(value: Any) -> int | None:
+    """An ISO 8601 time (or a ``datetime``) as epoch milliseconds, floored as ClickHouse does;
+    a time without an offset is UTC."""
+    if value is None:
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MS
 
 
 def _s(value: Any) -> str:

@@ -14,7 +14,8 @@ from pipeline.sink.rows import ROW_KEYS, TABLE_COLUMNS, rows_for
 from pipeline.topics import ANONYMOUS_EVENTS, CONTACT_WORK, DECISIONS
 
 AT = "2026-03-02T09:00:00.120Z"
-AT_DT = datetime(2026, 3, 2, 9, 0, 0, 120000, tzinfo=UTC)
+#: AT as the tables store it: milliseconds since the epoch
+AT_MS = 1_772_442_000_120
 CONTACT = "b9040a4e-1b0f-5e4c-9c33-1f1c5a8f1a01"
 AID = "3b2c7f9e-1c1a-4a8e-9d55-3f0e2b1d9c01"
 
@@ -39,7 +40,7 @@ def test_an_anonymous_event_is_one_events_row_without_a_contact(topic: str) -> N
     assert table == "events"
     assert values["contact_id"] == "" and values["anonymous_id"] == AID
     assert values["pre_identification"] == 1
-    assert values["received_at"] == AT_DT
+    assert values["received_at"] == AT_MS
     assert values["client_ts"] is None
     assert values["properties"] == "" and values["automated"] == 0
 
@@ -52,7 +53,7 @@ def test_event_properties_are_json_text_and_flags_are_integers() -> None:
     assert values["contact_id"] == CONTACT
     assert codec.loads(values["properties"]) == {"plan": "pro", "seats": 3}
     assert (values["automated"], values["automated_reason"]) == (1, "scanner_user_agent:x")
-    assert values["client_ts"] == AT_DT
+    assert values["client_ts"] == AT_MS
 
 
 @pytest.mark.parametrize("kind", ["linked", "unlinked", "absorb", "due", "erase"])
@@ -67,7 +68,7 @@ def test_an_identity_decision_is_one_row_and_an_unlink_has_no_contact() -> None:
     assert table == "identities"
     assert as_dict(table, row) == {"anonymous_id": AID, "contact_id": "",
                                    "previous_contact_id": CONTACT, "reason": "cookie_relink_limit",
-                                   "event_id": "", "at": AT_DT}  # fmt: skip
+                                   "event_id": "", "at": AT_MS}  # fmt: skip
 
 
 def test_the_email_lands_only_in_contact_versions() -> None:
@@ -104,7 +105,7 @@ def test_a_contact_score_change_also_updates_the_current_score() -> None:
     rows = rows_for("scores", change)
     assert [table for table, _ in rows] == ["score_changes", "score_state"]
     assert as_dict(*rows[1]) == {"contact_id": CONTACT, "score": 23.5, "lifecycle_stage": "lead",
-                                 "at": AT_DT}  # fmt: skip
+                                 "at": AT_MS}  # fmt: skip
 
 
 def test_an_anonymous_score_change_has_no_current_score_row() -> None:
@@ -151,9 +152,25 @@ def test_a_trigger_decision_is_one_row_in_column_order() -> None:
     assert dict(zip(TABLE_COLUMNS[table], row, strict=True)) == {
         "contact_id": "",
         "anonymous_id": "aid-1",
-        "at": datetime(2026, 3, 2, 10, tzinfo=UTC),
+        "at": AT_MS - 120 + 3_600_000,
         "rule": "pricing-trial-offer",
         "decision": "skipped",
         "reason": "once_per",
         "event_id": "e-1",
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (AT, AT_MS),
+        ("2026-03-02T09:00:00.120999Z", AT_MS),  # floored to the millisecond, as ClickHouse does
+        ("2026-03-02T11:00:00.120+02:00", AT_MS),
+        ("2026-03-02T09:00:00.120", AT_MS),  # no offset: UTC
+        (datetime(2026, 3, 2, 9, 0, 0, 120999, tzinfo=UTC), AT_MS),
+        ("1969-12-31T23:59:59.9995Z", -1),  # floored, not truncated towards zero
+    ],
+)
+def test_times_are_epoch_milliseconds_as_datetime64_stores_them(value: Any, expected: int) -> None:
+    [(_, row)] = rows_for("identities", {"anonymous_id": AID, "reason": "identify", "at": value})
+    assert row[TABLE_COLUMNS["identities"].index("at")] == expected

@@ -26,6 +26,11 @@ class FakeClient:
 
     def __init__(self) -> None:
         self.inserts: list[tuple[str, list[tuple[Any, ...]], str]] = []
+        self.described: list[str] = []  # the tables whose column types were asked
+
+    def create_insert_context(self, table: str, column_names: list[str]) -> Any:
+        self.described.append(table)
+        return type("Context", (), {"column_types": [f"type of {c}" for c in column_names]})
 
     def query(self, sql: str, parameters: dict[str, Any]) -> FakeResult:
         return FakeResult([])
@@ -34,7 +39,8 @@ class FakeClient:
         return np.zeros(0, dtype=np.uint64)  # the stored keys: none
 
     def insert(self, table: str, rows: list[tuple[Any, ...]], column_names: list[str],
-               settings: dict[str, Any]) -> None:  # fmt: skip
+               column_types: list[Any], settings: dict[str, Any]) -> None:  # fmt: skip
+        assert column_types == [f"type of {c}" for c in column_names]
         self.inserts.append((table, rows, settings["insert_deduplication_token"]))
 
 
@@ -93,3 +99,25 @@ async def test_rows_repeated_within_a_batch_are_written_once() -> None:
     writer = SinkWriter(clickhouse)  # type: ignore[arg-type]
     rows = [("triggers", ("t1", "r")), ("triggers", ("t1", "r")), ("triggers", ("t2", "r"))]
     assert await writer.write(rows, "triggers:0:0-2") == {"triggers": 2}
+
+
+async def test_column_types_are_asked_once_per_table_and_again_after_a_failure() -> None:
+    """clickhouse-connect would run a ``DESCRIBE TABLE`` before every insert."""
+    clickhouse = FlakyClickHouse()
+    clickhouse.down = False
+    writer = SinkWriter(clickhouse, max_backoff=0.01)  # type: ignore[arg-type]
+    for n in range(3):
+        await writer.write([("events", (f"e{n}", "page_view"))], f"events:0:{n}-{n}")
+    await writer.write([("score_state", ("c1", 1.0, "lead", None))], "scores:0:0-0")
+    assert clickhouse.client.described == ["ma.events", "ma.score_state"]
+
+    fail_once = clickhouse.client.insert
+
+    def failing(*args: Any, **kwargs: Any) -> None:
+        clickhouse.client.insert = fail_once  # type: ignore[method-assign]
+        raise ConnectionResetError("the server went away")
+
+    clickhouse.client.insert = failing  # type: ignore[method-assign]
+    await writer.write([("events", ("e9", "page_view"))], "events:0:9-9")
+    assert clickhouse.client.described[2:] == ["ma.events"]  # asked again: it may have changed
+    assert len(clickhouse.client.inserts) == 5
