@@ -123,7 +123,10 @@ class Frontier:
 def hold(inbox: list[list[Any]], key: list[Any], message: dict[str, Any]) -> bool:
     """Put ``message`` in ``inbox`` (kept sorted) under ``key``; False when full."""
     entry = [*key, message]
-    bisect.insort(inbox, entry, key=lambda e: e[:-1])
+    if not inbox or inbox[-1][:-1] <= key:  # most records arrive in order: no search
+        inbox.append(entry)
+    else:
+        bisect.insort(inbox, entry, key=lambda e: e[:-1])
     return len(inbox) <= INBOX_LIMIT
 
 

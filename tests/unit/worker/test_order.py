@@ -9,7 +9,7 @@ from typing import Any
 from pipeline.contacts import ContactState
 from pipeline.kafka import partition_for
 from pipeline.worker.due import DueIndex
-from pipeline.worker.order import NEVER, SILENT_AFTER, Frontier
+from pipeline.worker.order import NEVER, SILENT_AFTER, Frontier, hold
 from pipeline.worker.steps import ContactRecord, Counters, contact_receive, contact_release
 from tests.unit.factories import ANA, HOUR, MINUTE, T0, contact, example_rules, page_view
 from tests.unit.worker.harness import roundtrip
@@ -119,3 +119,20 @@ def test_the_wake_index_loads_assigned_partitions_and_names_each_due_key_once() 
     assert sorted(due) == sorted([*keys[4:], keys[0]]) and due.count(keys[0]) == 1
     index.sync(set())  # revoked: nothing of those partitions is due here any more
     assert index.pop_due(lambda p: T0 + 10**9) == []
+
+
+def test_an_inbox_stays_in_order_whichever_order_records_arrive_in() -> None:
+    """``hold`` appends a record that sorts last (most do) and inserts the others in place;
+    records with equal keys keep their arrival order."""
+    rng = random.Random(7)
+    keys = [[rng.randrange(20), f"e{rng.randrange(5)}", 0, 0, 0, n, 0] for n in range(300)]
+    for arrival in (keys, sorted(keys), rng.sample(keys, len(keys))):
+        inbox: list[list[Any]] = []
+        for n, key in enumerate(arrival):
+            assert hold(inbox, key, {"n": n})
+        assert [entry[:-1] for entry in inbox] == sorted(arrival)
+    ties: list[list[Any]] = []
+    for n in range(3):
+        hold(ties, [1, "e", 0, 0, 0, 0, 0], {"n": n})
+    hold(ties, [0, "e", 0, 0, 0, 0, 0], {"n": 3})
+    assert [entry[-1]["n"] for entry in ties] == [3, 0, 1, 2]
