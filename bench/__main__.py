@@ -162,8 +162,13 @@ async def _run_sections(ctx: BenchContext, sections: list[BenchSection]) -> None
             traceback.print_exc()
         out.seconds = round(time.perf_counter() - started, 1)
         out.others_cpu = meter.stop()
+        out.steal = meter.steal
         others = "?" if out.others_cpu is None else f"{out.others_cpu:.0%}"
-        progress(f"{bench.name} done in {out.seconds:.1f} s (other processes: {others} CPU)")
+        steal = "?" if out.steal is None else f"{out.steal:.1%}"
+        progress(
+            f"{bench.name} done in {out.seconds:.1f} s "
+            f"(other processes: {others} CPU; hypervisor steal: {steal})"
+        )
 
 
 async def _delete_topics(bootstrap: str, topics: list[str]) -> None:

@@ -87,6 +87,8 @@ class Section:
     seconds: float | None = None
     #: Share of all CPUs that processes other than this run's used while the section ran.
     others_cpu: float | None = None
+    #: Share of all CPU time the hypervisor took meanwhile (steal; not in ``others_cpu``).
+    steal: float | None = None
     error: str | None = None
 
     def add(
@@ -120,6 +122,7 @@ class Section:
         data: dict[str, Any] = {
             "seconds": self.seconds,
             "others_cpu": self.others_cpu,
+            "steal": self.steal,
             "rows": [r.as_dict() for r in self.rows],
         }
         if self.error:
@@ -189,17 +192,23 @@ class Results:
                     section.name, row.name, _number(row.value), row.unit, spread, ratio, row.note
                 )
         console.print(table)
-        busy = [
-            f"{name} {section.others_cpu:.0%}"
-            for name, section in self.sections.items()
-            if section.others_cpu is not None and section.others_cpu > 0.1
-        ]
-        if busy:
-            console.print(
-                f"[yellow]other processes used the CPUs during the run ({', '.join(busy)} of "
-                f"{m['cpu_count']} CPUs): absolute figures are low and noisy; compare ratios, "
-                "or run again when the machine is quiet[/]"
-            )
+        warnings = (
+            # (the section's share, above which it is worth a warning, what it means)
+            ("others_cpu", 0.1, "other processes used the CPUs during the run ({} of "
+             f"{m['cpu_count']} CPUs): absolute figures are low and noisy; compare ratios, "
+             "or run again when the machine is quiet"),
+            ("steal", 0.02, "the hypervisor took CPU time from this machine ({}): every "
+             "process ran slower by about that much, unevenly; ratios of samples taken at "
+             "different moments are noisier"),
+        )  # fmt: skip
+        for share, above, meaning in warnings:
+            listed = [
+                f"{name} {value:.0%}"
+                for name, section in self.sections.items()
+                if (value := getattr(section, share)) is not None and value > above
+            ]
+            if listed:
+                console.print(f"[yellow]{meaning.format(', '.join(listed))}[/]")
 
 
 def _percent(share: float | None) -> str:
@@ -294,24 +303,27 @@ def cpu_busy(seconds: float = 1.0) -> float | None:
 
 
 class CpuMeter:
-    """How much CPU processes other than ours used between ``start()`` and ``stop()``.
+    """How much CPU processes other than ours used between ``start()`` and ``stop()``, and how
+    much the hypervisor took (steal: time a virtual CPU wanted to run and the host ran
+    something else, which slows every process of the run alike).
 
     Ours = this process (all its threads, chDB's included) and its children it has waited for
     (``wrk``, workers a section started and stopped), plus ``pids`` still running (e.g. the
-    broker). Returns the share of all CPUs, from /proc (``None`` where there is no /proc)."""
+    broker). ``stop()`` returns the others' share of all CPUs and sets ``steal``, both from
+    /proc (``None`` where there is no /proc)."""
 
-    def __init__(self, pids: Callable[[], list[int]]) -> None:
+    def __init__(self, pids: Callable[[], list[int]] = list) -> None:
         self.pids = pids
-        self._start: tuple[int, int, int] | None = None
+        self._start: tuple[int, int, int, int] | None = None
+        self.steal: float | None = None
 
-    def _sample(self) -> tuple[int, int, int] | None:
+    def _sample(self) -> tuple[int, int, int, int] | None:
         try:
             fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
             ours = sum(_process_ticks(pid) for pid in ["self", *map(str, self.pids())])
         except (OSError, ValueError, IndexError):
             return None
-        total = sum(fields[:8])  # user..steal; guest time is already counted in user
-        return total, total - fields[3] - fields[4], ours
+        return _cpu_shares(fields, ours)
 
     def start(self) -> None:
         self._start = self._sample()
@@ -320,8 +332,19 @@ class CpuMeter:
         end = self._sample()
         if self._start is None or end is None:
             return None
-        total, busy, ours = (b - a for a, b in zip(self._start, end, strict=True))
-        return round(max(busy - ours, 0) / total, 2) if total > 0 else None
+        total, busy, steal, ours = (b - a for a, b in zip(self._start, end, strict=True))
+        if total <= 0:
+            return None
+        self.steal = round(steal / total, 3)
+        return round(max(busy - steal - ours, 0) / total, 2)
+
+
+def _cpu_shares(fields: list[int], ours: int) -> tuple[int, int, int, int]:
+    """From /proc/stat's ``cpu`` line (user nice system idle iowait irq softirq steal …):
+    (all ticks, busy ticks, steal ticks, ``ours``). Guest time is already counted in user."""
+    steal = fields[7] if len(fields) > 7 else 0
+    total = sum(fields[:8])
+    return total, total - fields[3] - fields[4], steal, ours
 
 
 def _process_ticks(pid: str) -> int:

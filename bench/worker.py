@@ -28,6 +28,7 @@ import asyncio
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -35,6 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import BenchContext, Measurement, Section, section
 from bench.procs import Child, free_port, worker_settings
+from bench.report import CpuMeter
 from bench.traffic import worker_events
 from pipeline.lag import group_lag, sink_group, worker_groups
 from pipeline.settings import Settings
@@ -51,6 +53,8 @@ class Run:
     cpu: float  # CPUs the process used while processing
     #: Faust's "producer buffer full" warnings: sends waited for its buffer to drain
     buffer_full: int = 0
+    #: share of the machine's CPU time the hypervisor took while processing (``CpuMeter``)
+    steal: float | None = None
 
 
 async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
@@ -86,6 +90,8 @@ async def _drain(
         return sum(c.cpu_seconds() for c in children)
 
     cpu0 = cpu()
+    stolen = CpuMeter()
+    stolen.start()
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
     await admin.start()
@@ -115,7 +121,8 @@ async def _drain(
         await consumer.stop()
         await admin.close()
     seconds = done - ready_at
-    return Run(seconds, ready_at - started, (cpu() - cpu0) / seconds)
+    stolen.stop()
+    return Run(seconds, ready_at - started, (cpu() - cpu0) / seconds, steal=stolen.steal)
 
 
 async def _end_offsets(settings: Settings, topics: list[str]) -> dict[str, int]:
@@ -198,9 +205,11 @@ async def worker(ctx: BenchContext, out: Section) -> None:
                 child.stop()
                 if sink is not None:
                     sink.stop()
+            steal = "?" if run.steal is None else f"{run.steal:.1%}"
             ctx.log(
                 f"  {mode}: {len(messages) / run.seconds:,.0f} events/s "
-                f"({run.seconds:.1f} s, start-up {run.startup:.1f} s, {run.cpu:.2f} CPU)"
+                f"({run.seconds:.1f} s, start-up {run.startup:.1f} s, {run.cpu:.2f} CPU, "
+                f"steal {steal})"
             )
             if i >= 0:
                 runs[mode].append(run)
@@ -217,13 +226,16 @@ async def worker(ctx: BenchContext, out: Section) -> None:
             if not outputs.get(settings.topic("identities")):
                 raise RuntimeError("the worker produced no identities: it did not process events")
 
-    def summary(mode: str) -> tuple[Measurement, dict[str, float]]:
+    def summary(mode: str) -> tuple[Measurement, dict[str, Any]]:
         rates = Measurement([n / r.seconds for r in runs[mode]])
         extra = {
             "startup_s": round(statistics.median(r.startup for r in runs[mode]), 2),
             "cpu": round(statistics.median(r.cpu for r in runs[mode]), 2),
             "seconds": round(statistics.median(r.seconds for r in runs[mode]), 2),
             "producer_buffer_full": statistics.median(r.buffer_full for r in runs[mode]),
+            # per sample, in the order of ``samples``: a slow sample with a high steal was
+            # slowed by the host, not by the code
+            "steal_per_run": [r.steal for r in runs[mode]],
         }
         extra["per_core"] = round(rates.median / max(extra["cpu"], 0.01))
         return rates, extra
