@@ -28,6 +28,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -186,7 +187,8 @@ def topic_name(settings: Settings, spec: TopicSpec) -> str:
 async def ensure_topics(
     settings: Settings, specs: tuple[TopicSpec, ...] | None = None
 ) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
+    """Create the topics that do not exist yet; return the names created, once the broker
+    takes writes to every partition of them (``_wait_until_served``)."""
     specs = specs or all_topics()
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=15000)
     # an unreachable broker fails start() with KafkaConnectionError, which the command reports
@@ -223,7 +225,7 @@ async def ensure_topics(
                 created.append(topic)
             elif code != TopicAlreadyExistsError.errno:  # a racing process made it: fine
                 raise KafkaError(f"cannot create topic {topic}: error {code} {message}")
-        await _wait_for_leaders(admin, created)
+        await _wait_until_served(admin, settings, created)
         log.info("created topics: %s", ", ".join(created))
         return created
     finally:
@@ -269,12 +271,23 @@ def _some(names: list[str], shown: int = 3) -> str:
     return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
-async def _wait_for_leaders(
-    admin: AIOKafkaAdminClient, names: list[str], timeout: float = 15
+async def _wait_until_served(
+    admin: AIOKafkaAdminClient, settings: Settings, names: list[str], timeout: float = 15
 ) -> None:
-    """New topics answer NotLeaderForPartition until their leaders are elected: wait for them."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while names and asyncio.get_running_loop().time() < deadline:
+    """Wait until the broker serves every partition of the new topics ``names``, up to
+    ``timeout`` (then the first writes retry, as aiokafka's producers do).
+
+    Two steps: the controller elects the partitions' leaders (``describe_topics`` shows them),
+    then each leader applies that and starts answering for its partitions. Until the second,
+    a produce is refused with NotLeaderForPartition and the producer retries after a metadata
+    refresh: measured on the local broker (8 Dec), the first write to each of 240 new
+    partitions took 1.1 to 1.7 s with only the first step awaited, 40 to 70 ms after both,
+    the second step taking 0.6 to 1.3 s. A ``ListOffsets`` answered for every partition is
+    the sign of the second: it is served by the same leader, and writes nothing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    partitions: list[TopicPartition] = []
+    while names and loop.time() < deadline:
         described = await admin.describe_topics(names)
         if all(
             topic["error_code"] == 0
@@ -282,5 +295,27 @@ async def _wait_for_leaders(
             and all(p["leader"] >= 0 for p in topic["partitions"])
             for topic in described
         ):
-            return
+            partitions = [
+                TopicPartition(topic["topic"], p["partition"])
+                for topic in described
+                for p in topic["partitions"]
+            ]
+            break
         await asyncio.sleep(0.1)
+    if not partitions:
+        return
+    # aiokafka's consumer retries a refused ListOffsets itself, every retry_backoff_ms
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        request_timeout_ms=int(timeout * 1000),
+        retry_backoff_ms=20,
+    )
+    with quiet("aiokafka"):
+        try:
+            async with asyncio.timeout_at(deadline):
+                await probe.start()
+                await probe.end_offsets(partitions)
+        except (TimeoutError, KafkaError) as exc:
+            log.debug("new topics not seen served (%r): their first writes may be retried", exc)
+        finally:
+            await probe.stop()

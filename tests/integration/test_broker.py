@@ -4,6 +4,7 @@ stop/start keeps the data."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from pathlib import Path
 
@@ -83,6 +84,31 @@ async def test_topics_are_created_once_with_the_configured_partitions(settings: 
         assert entries["cleanup.policy"] == "compact"
     finally:
         await admin.close()
+
+
+async def test_new_topics_take_their_first_writes_at_once(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # ensure_topics returns once the broker serves the new partitions, not only once their
+    # leaders are elected: before, the first write to each was refused (NotLeaderForPartition)
+    # and retried for a second or more
+    created = await ensure_topics(settings)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="aiokafka"):
+            sent = [
+                await producer.send(topic, b"first", key=b"k", partition=partition)
+                for topic in created
+                for partition in range(settings.topic_partitions)
+            ]
+            await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    refused = [r.getMessage() for r in caplog.records if "NotLeader" in r.getMessage()]
+    assert not refused, refused[:3]
 
 
 async def test_topics_the_stages_read_together_must_have_the_configured_partitions(
