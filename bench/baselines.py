@@ -174,10 +174,12 @@ def _producer(bootstrap: str) -> AIOKafkaProducer:
     )
 
 
-async def _wait_for_leaders(
+async def _wait_for_metadata(
     producer: AIOKafkaProducer, topics: tuple[str, ...], timeout: float = 30.0
 ) -> None:
-    """Wait until every partition of ``topics`` has a leader (new topics take a moment)."""
+    """Wait until the producer's metadata has a leader for every partition of ``topics``, so
+    that no timed send waits for it (``ensure_topics`` already waited until the broker serves
+    them)."""
     deadline = time.monotonic() + timeout
     cluster = producer.client.cluster
     while True:
@@ -279,7 +281,7 @@ async def baselines(ctx: BenchContext, out: Section) -> None:
         TopicSpec("bench-produce", "anonymous_id", "raw produce baseline", public=False),
         TopicSpec("bench-produce-batch", "anonymous_id", "raw send_batch baseline", public=False),
     )
-    # created before the messages are encoded, so the new partitions have leaders by then
+    # created (and served: ensure_topics waits for that) before the messages are encoded
     ctx.created_topics += await ensure_topics(
         settings.model_copy(update={"topic_partitions": PARTITIONS}), specs
     )
@@ -293,7 +295,7 @@ async def baselines(ctx: BenchContext, out: Section) -> None:
     producer = _producer(settings.bootstrap)
     await producer.start()
     try:
-        await _wait_for_leaders(producer, (send_topic, batch_topic))
+        await _wait_for_metadata(producer, (send_topic, batch_topic))
         ctx.log(f"kafka.produce: {n:,} messages of ~{avg_bytes:.0f} B, send() …")
         rate = await repeat(
             lambda i: _produce_send(producer, send_topic, warmup if i < 0 else messages)
